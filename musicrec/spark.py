@@ -1,0 +1,28 @@
+"""The one place a SparkSession is built (jobs and tests call ``get_spark``; nothing builds one at import time)."""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+
+def get_spark(app_name: str = "musicrec", master: str | None = None, conf: dict | None = None) -> SparkSession:
+    """Return the active SparkSession or build one.
+
+    Under ``spark-submit`` the master and resources come from the command line, so ``master`` is only applied when
+    given (tests, notebooks). Defaults are tuned for one small machine and are overridden by spark-submit ``--conf``.
+    """
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    defaults = {
+        "spark.sql.session.timeZone": "UTC",  # Last.fm timestamps are UTC; never depend on the machine's zone
+        "spark.sql.shuffle.partitions": os.environ.get("MUSICREC_SHUFFLE_PARTITIONS", "8"),
+        "spark.ui.showConsoleProgress": "true",
+    }
+    for key, value in {**defaults, **(conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("MUSICREC_SPARK_LOG_LEVEL", "WARN"))
+    return spark
