@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -13,6 +14,8 @@ def get_spark(app_name: str = "musicrec", master: str | None = None, conf: dict 
     Under ``spark-submit`` the master and resources come from the command line, so ``master`` is only applied when
     given (tests, notebooks). Defaults are tuned for one small machine and are overridden by spark-submit ``--conf``.
     """
+    # Python workers must run the same interpreter (and so see the same packages: torch, horovod) as the driver.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
