@@ -1,0 +1,303 @@
+"""The PyTorch models on tiny random batches: shapes, gradients, overfitting, padding, configs and NeuMF pretraining."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from musicrec.models import MODEL_CONFIGS, build_model, make_config, model_from_config
+from musicrec.models.gru import mask_special
+from musicrec.models.ncf import NeuMF
+
+pytestmark = pytest.mark.unit
+
+KKBOX_MANIFEST = {
+    "dataset": "kkbox",
+    "vocab_sizes": {"user": 7, "song": 11, "source_type": 5, "genre": 6, "person": 9},
+    "features": {
+        "categorical": {"user_idx": "user", "song_idx": "song", "source_type_idx": "source_type"},
+        "multi_valued": {"genre_idx": "genre", "artist_idx": "person", "composer_idx": "person"},
+        "numeric": ["song_length", "age"],
+        "target": "target",
+    },
+}
+
+LASTFM_MANIFEST = {
+    "dataset": "lastfm",
+    "vocab_sizes": {"user": 5, "song": 30, "artist": 10, "tag": 8},
+    "features": {"categorical": {"user_idx": "user"}, "multi_valued": {"songs": "song", "song_tags": "tag"}, "numeric": [], "target": None},
+    "top_k_tags": 3,
+}
+
+BINARY_MODELS = ("dnn", "logreg", "ncf")
+SMALL = {
+    "dnn": {"embedding_dim": 4, "hidden": [16, 8], "dropout": 0.0},
+    "logreg": {},
+    "ncf": {"factors": 4, "mlp_layers": [8, 8, 4]},
+    "gru": {"song_dim": 8, "tag_dim": 4, "hidden": 8, "attention_dim": 6, "dropout": 0.0},
+}
+
+
+def kkbox_batch(B: int, gen: torch.Generator, L: int = 3) -> dict[str, torch.Tensor]:
+    """Random KKBOX rows; the target depends on the song only, so every model can fit it."""
+    sizes = KKBOX_MANIFEST["vocab_sizes"]
+    feats = KKBOX_MANIFEST["features"]
+    batch = {col: torch.randint(1, sizes[v], (B,), generator=gen) for col, v in feats["categorical"].items()}
+    for col, vocab in feats["multi_valued"].items():
+        idx = torch.randint(1, sizes[vocab], (B, L), generator=gen)  # (B, L)
+        n_valid = torch.randint(1, L + 1, (B,), generator=gen)  # (B,) never empty, like the feature job
+        batch[col] = idx.masked_fill(torch.arange(L).unsqueeze(0) >= n_valid.unsqueeze(1), 0)
+    batch["numeric"] = torch.randn(B, len(feats["numeric"]), generator=gen)
+    batch["target"] = (batch["song_idx"] % 2 == 0).float()
+    return batch
+
+
+def session_batch(B: int, T: int, gen: torch.Generator, K: int = 3) -> dict[str, torch.Tensor]:
+    """Random session prefixes; next_song is a fixed function of the last song, so the GRU can fit it."""
+    V, n_tags = LASTFM_MANIFEST["vocab_sizes"]["song"], LASTFM_MANIFEST["vocab_sizes"]["tag"]
+    lengths = torch.randint(1, T + 1, (B,), generator=gen)  # (B,)
+    valid = torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+    songs = torch.randint(2, V, (B, T), generator=gen).masked_fill(~valid, 0)  # (B, T)
+    tags = torch.randint(0, n_tags, (B, T, K), generator=gen).masked_fill(~valid.unsqueeze(-1), 0)  # (B, T, K)
+    last = songs.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # (B,)
+    return {
+        "songs": songs,
+        "song_tags": tags,
+        "lengths": lengths,
+        "next_song": (last * 7) % (V - 2) + 2,
+        "user_idx": torch.randint(2, 5, (B,), generator=gen),
+    }
+
+
+def overfit(model: torch.nn.Module, batch: dict, steps: int = 100, lr: float = 0.03) -> tuple[float, float]:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    first = last = None
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = model.loss(batch, model(batch))
+        loss.backward()
+        opt.step()
+        first = loss.item() if first is None else first
+        last = loss.item()
+    return first, last
+
+
+@pytest.mark.parametrize("name", BINARY_MODELS)
+def test_binary_model_forward_backward(name):
+    gen = torch.Generator().manual_seed(0)
+    model = build_model(name, KKBOX_MANIFEST, SMALL[name])
+    assert isinstance(model.config, MODEL_CONFIGS[name])
+    batch = kkbox_batch(5, gen)
+    logits = model(batch)
+    assert logits.shape == (5,)
+    assert torch.isfinite(logits).all()
+    loss = model.loss(batch, logits)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(g is None or torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", BINARY_MODELS)
+def test_binary_model_overfits_32_rows(name):
+    torch.manual_seed(0)
+    model = build_model(name, KKBOX_MANIFEST, SMALL[name])
+    batch = kkbox_batch(32, torch.Generator().manual_seed(1))
+    first, last = overfit(model, batch)
+    assert last < 0.5 * first, (first, last)
+
+
+@pytest.mark.parametrize("name", ["dnn", "logreg"])
+def test_more_padding_gives_the_same_output(name):
+    torch.manual_seed(0)
+    model = build_model(name, KKBOX_MANIFEST, SMALL[name]).eval()
+    batch = kkbox_batch(6, torch.Generator().manual_seed(2), L=3)
+    padded = dict(batch)
+    for col in KKBOX_MANIFEST["features"]["multi_valued"]:
+        padded[col] = torch.cat([batch[col], torch.zeros(6, 4, dtype=torch.long)], dim=1)  # (B, L + 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), model(padded))
+
+
+def test_dnn_mean_excludes_padding():
+    model = build_model("dnn", KKBOX_MANIFEST, {"embedding_dim": 3, "share_embeddings": False}).eval()
+    table = model.embeddings.tables[model.embeddings.table_of["genre_idx"]]
+    batch = {"genre_idx": torch.tensor([[2, 4, 0, 0]])}
+    field = model.embeddings.multi_valued.index("genre_idx")
+    got = model.embeddings({**kkbox_batch(1, torch.Generator().manual_seed(0)), **batch})[0, len(model.embeddings.categorical) + field]
+    torch.testing.assert_close(got, (table.weight[2] + table.weight[4]) / 2)
+
+
+def test_dnn_shares_tables_by_vocab():
+    shared = build_model("dnn", KKBOX_MANIFEST, {"embedding_dim": 3})
+    separate = build_model("dnn", KKBOX_MANIFEST, {"embedding_dim": 3, "share_embeddings": False})
+    assert shared.embeddings.table_of["artist_idx"] == shared.embeddings.table_of["composer_idx"]
+    assert len(shared.embeddings.tables) == 5  # user, song, source_type, genre, person
+    assert len(separate.embeddings.tables) == 6
+
+
+def test_dnn_batch_norm_and_logreg_starts_at_half():
+    batch = kkbox_batch(4, torch.Generator().manual_seed(0))
+    dnn = build_model("dnn", KKBOX_MANIFEST, {"batch_norm": True, "hidden": [8]})
+    assert dnn(batch).shape == (4,)
+    logreg = build_model("logreg", KKBOX_MANIFEST, {})
+    torch.testing.assert_close(torch.sigmoid(logreg(batch)), torch.full((4,), 0.5))
+
+
+def test_gru_forward_backward_and_score_all():
+    torch.manual_seed(0)
+    V = LASTFM_MANIFEST["vocab_sizes"]["song"]
+    model = build_model("gru", LASTFM_MANIFEST, SMALL["gru"])
+    batch = session_batch(5, 6, torch.Generator().manual_seed(0))
+    logits = model(batch)
+    assert logits.shape == (5, V)
+    assert torch.isfinite(logits).all()
+    loss = model.loss(batch, logits)
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model.song_emb.weight.grad[0].abs().sum() == 0  # padding row gets no gradient
+    scores = model.eval().score_all(batch)
+    assert scores.shape == (5, V) and not scores.requires_grad
+    assert torch.isneginf(scores[:, :2]).all() and torch.isfinite(scores[:, 2:]).all()
+    assert torch.isneginf(mask_special(logits.detach())[:, 1]).all()
+
+
+def test_gru_overfits_32_sessions():
+    torch.manual_seed(0)
+    model = build_model("gru", LASTFM_MANIFEST, SMALL["gru"])
+    batch = session_batch(32, 5, torch.Generator().manual_seed(3))
+    first, last = overfit(model, batch, steps=100, lr=0.02)
+    assert last < 0.5 * first, (first, last)
+
+
+def test_gru_padding_and_junk_past_length_do_not_change_output():
+    torch.manual_seed(0)
+    model = build_model("gru", LASTFM_MANIFEST, SMALL["gru"]).eval()
+    batch = session_batch(6, 4, torch.Generator().manual_seed(4))
+    more = dict(batch)
+    more["songs"] = torch.cat([batch["songs"], torch.zeros(6, 3, dtype=torch.long)], dim=1)  # (B, T + 3)
+    tags = torch.cat([batch["song_tags"], torch.zeros(6, 3, 3, dtype=torch.long)], dim=1)  # (B, T + 3, K)
+    more["song_tags"] = torch.cat([tags, torch.zeros(6, 7, 2, dtype=torch.long)], dim=2)  # (B, T + 3, K + 2)
+    junk = dict(batch)
+    past = torch.arange(4).unsqueeze(0) >= batch["lengths"].unsqueeze(1)  # (B, T)
+    junk["songs"] = torch.where(past, torch.full_like(batch["songs"], 9), batch["songs"])
+    junk["song_tags"] = torch.where(past.unsqueeze(-1), torch.full_like(batch["song_tags"], 5), batch["song_tags"])
+    with torch.no_grad():
+        base = model(batch)
+        torch.testing.assert_close(model(more), base)
+        torch.testing.assert_close(model(junk), base)
+
+
+def test_gru_without_tags():
+    model = build_model("gru", {"vocab_sizes": {"song": 12}}, {**SMALL["gru"], "tag_dim": 0})
+    batch = session_batch(3, 4, torch.Generator().manual_seed(5))
+    batch["songs"] = batch["songs"].clamp(max=11)
+    batch.pop("song_tags")
+    assert model(batch).shape == (3, 12)
+
+
+def test_gru_sampled_softmax():
+    torch.manual_seed(0)
+    model = build_model("gru", LASTFM_MANIFEST, {**SMALL["gru"], "sampled_softmax": 5})
+    batch = session_batch(8, 5, torch.Generator().manual_seed(6))
+    model.train()
+    torch.manual_seed(1)
+    from_logits = model.loss(batch, model(batch))
+    torch.manual_seed(1)
+    direct = model.sampled_loss(batch)
+    torch.testing.assert_close(from_logits, direct)
+    direct.backward()
+    assert torch.isfinite(model.out.weight.grad).all()
+    first, last = overfit(model, batch, steps=60, lr=0.02)
+    assert last < first
+    model.eval()  # evaluation is always the full softmax
+    full = torch.nn.functional.cross_entropy(model(batch), batch["next_song"])
+    torch.testing.assert_close(model.loss(batch, model(batch)), full)
+
+
+def test_gru_popularity_sampler_needs_counts():
+    model = build_model("gru", LASTFM_MANIFEST, {**SMALL["gru"], "sampled_softmax": 4, "sampler": "popularity"})
+    batch = session_batch(4, 3, torch.Generator().manual_seed(7))
+    with pytest.raises(RuntimeError, match="set_sampling_counts"):
+        model.sampled_loss(batch)
+    counts = torch.arange(30, dtype=torch.float32)
+    model.set_sampling_counts(counts)
+    assert model.sampling_probs[:2].sum() == 0
+    assert torch.isfinite(model.sampled_loss(batch))
+    assert "sampling_probs" not in model.state_dict()
+
+
+def test_neumf_from_pretrained_copies_weights_and_mixes_predictions():
+    torch.manual_seed(0)
+    gmf = build_model("ncf", KKBOX_MANIFEST, {**SMALL["ncf"], "variant": "gmf"})
+    mlp = build_model("ncf", KKBOX_MANIFEST, {**SMALL["ncf"], "variant": "mlp", "factors": 99})
+    batch = kkbox_batch(8, torch.Generator().manual_seed(8))
+    overfit(gmf, batch, steps=5)
+    overfit(mlp, batch, steps=5)
+    gmf.eval(), mlp.eval()
+    model = NeuMF.from_pretrained(gmf, mlp, alpha=0.3).eval()
+    assert model.config.variant == "neumf" and model.config.factors == 4
+    torch.testing.assert_close(model.gmf_user.weight, gmf.gmf_user.weight)
+    torch.testing.assert_close(model.gmf_item.weight, gmf.gmf_item.weight)
+    torch.testing.assert_close(model.mlp_item.weight, mlp.mlp_item.weight)
+    for mine, theirs in zip(model.mlp.parameters(), mlp.mlp.parameters()):
+        torch.testing.assert_close(mine, theirs)
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), 0.3 * gmf(batch) + 0.7 * mlp(batch))
+        model.gmf_user.weight.add_(1.0)  # a copy, not an alias
+    assert not torch.equal(model.gmf_user.weight, gmf.gmf_user.weight)
+    with pytest.raises(AssertionError, match="GMF"):
+        NeuMF.from_pretrained(mlp, mlp)
+
+
+def test_config_round_trip_for_checkpoints():
+    for name, manifest in [("ncf", KKBOX_MANIFEST), ("dnn", KKBOX_MANIFEST), ("logreg", KKBOX_MANIFEST), ("gru", LASTFM_MANIFEST)]:
+        model = build_model(name, manifest, SMALL[name])
+        stored = dataclasses.asdict(model.config)
+        again = model_from_config(name, manifest, stored)
+        assert again.config == model.config
+        again.load_state_dict(model.state_dict())
+
+
+def test_config_defaults_and_name_key():
+    assert make_config("gru", None) == MODEL_CONFIGS["gru"]()
+    assert make_config("ncf", {"name": "ncf", "mlp_layers": [32, 16]}).mlp_layers == (32, 16)
+    assert make_config("dnn", {"dropout": 0}).dropout == 0.0
+    with pytest.raises(ValueError, match="'gru'"):
+        make_config("ncf", {"name": "gru"})
+
+
+def test_build_model_errors():
+    with pytest.raises(ValueError, match="hiden"):
+        build_model("dnn", KKBOX_MANIFEST, {"hiden": [8]})
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("transformer", KKBOX_MANIFEST, {})
+    with pytest.raises(ValueError, match="dropout"):
+        build_model("dnn", KKBOX_MANIFEST, {"dropout": "high"})
+    no_person = {**KKBOX_MANIFEST, "vocab_sizes": {k: v for k, v in KKBOX_MANIFEST["vocab_sizes"].items() if k != "person"}}
+    with pytest.raises(ValueError, match="'person'"):
+        build_model("dnn", no_person, {})
+    with pytest.raises(ValueError, match="'tag'"):
+        build_model("gru", {"vocab_sizes": {"song": 10}}, {})
+    with pytest.raises(ValueError, match="'user'"):
+        build_model("ncf", {"vocab_sizes": {"song": 10}}, {})
+    with pytest.raises(ValueError, match="features"):
+        build_model("logreg", {"vocab_sizes": {"song": 10}}, {})
+    with pytest.raises(AssertionError, match="variant"):
+        build_model("ncf", KKBOX_MANIFEST, {"variant": "deep"})
+
+
+def test_neumf_score_candidates_matches_forward():
+    torch.manual_seed(0)
+    model = build_model("ncf", KKBOX_MANIFEST, SMALL["ncf"]).eval()
+    users = torch.tensor([2, 5])
+    candidates = torch.tensor([[3, 4, 9], [2, 2, 10]])  # (B, 1 + N)
+    with torch.no_grad():
+        scores = model.score_candidates(users, candidates)
+        assert scores.shape == (2, 3)
+        one = model({"user_idx": torch.tensor([5]), "song_idx": torch.tensor([10])})
+    torch.testing.assert_close(scores[1, 2:], one)
