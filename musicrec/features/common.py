@@ -148,8 +148,50 @@ def write_rejected(bad_df: DataFrame, file_label: str, raw_col: str, line_col: s
         F.col(raw_col).cast("string").alias("raw"),
     )
     path = out.path(f"{REJECTED_DIR}/{file_label}")
-    rejected_df.coalesce(1).sortWithinPartitions("file", "line", "raw").write.mode("overwrite").parquet(path)
+    # repartition(1), not coalesce(1): coalesce would pull the whole upstream computation into one task.
+    rejected_df.repartition(1).sortWithinPartitions("file", "line", "raw").write.mode("overwrite").parquet(path)
     return bad_df.sparkSession.read.parquet(path).count()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Headerless text files: line numbers for the (rare) rejected rows
+# ---------------------------------------------------------------------------------------------------------------
+BLOCK_COL = "_block"
+ROW_ID_COL = "_row_id"
+
+
+def read_text_lines(spark, path: Path | str) -> DataFrame:
+    """Lines of a text file: ``value`` plus ``_block`` (start byte of the split) and ``_row_id``
+    (``monotonically_increasing_id``), which ``with_line_numbers`` turns into 1-based line numbers.
+
+    Keep ``_block``/``_row_id`` only where needed (e.g. null them for good rows): they cost nothing to compute.
+    """
+    return spark.read.text(str(path)).select(
+        "value", F.input_file_block_start().alias(BLOCK_COL), F.monotonically_increasing_id().alias(ROW_ID_COL)
+    )
+
+
+def with_line_numbers(bad_df: DataFrame, spark, path: Path | str, *, out_col: str = "line") -> DataFrame:
+    """Add ``out_col`` = 1-based physical line of each row of ``bad_df`` (which carries ``_block``/``_row_id`` from
+    ``read_text_lines`` over the same ``path``).
+
+    Costs one extra scan of the file (lines per split), so call it only when there are bad rows. Rows of one split
+    are contiguous in one task with consecutive ids, and a line belongs to the split it starts in, so
+    line = lines in earlier splits + (id - first id of the split) + 1.
+    """
+    _split_order_w = Window.orderBy(BLOCK_COL).rowsBetween(Window.unboundedPreceding, -1)  # a few rows per file
+    splits_df = (
+        read_text_lines(spark, path)
+        .groupBy(BLOCK_COL)
+        .agg(F.min(ROW_ID_COL).alias("_first_id"), F.count(F.lit(1)).alias("_lines"))
+        .withColumn("_offset", F.coalesce(F.sum("_lines").over(_split_order_w), F.lit(0)))
+        .select(BLOCK_COL, "_first_id", "_offset")
+    )
+    return (
+        bad_df.join(F.broadcast(splits_df), on=BLOCK_COL, how="left")
+        .withColumn(out_col, (F.col("_offset") + F.col(ROW_ID_COL) - F.col("_first_id") + 1).cast("long"))
+        .drop("_first_id", "_offset")
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,6 +314,46 @@ def column_stats(df: DataFrame, columns: list[str] | None = None) -> tuple[int, 
             "max_freq": int(row["max_freq"]) if row else 0,
         }
     return rows, stats
+
+
+def column_stats_by_level(
+    df: DataFrame, level_col: str, levels: list[int], columns: list[str] | None = None
+) -> dict[int, tuple[int, dict[str, dict[str, int]]]]:
+    """``column_stats`` for several nested stages in ONE aggregation: stage ``k`` = rows with ``level_col >= k``.
+
+    For a pipeline whose stages only drop rows (read -> tracked -> in window -> deduplicated -> kept), label each
+    row with the last stage it survives and get every stage's table from one pass. Returns ``{k: (rows, stats)}``.
+    """
+    columns = [c for c in (columns if columns is not None else df.columns) if c != level_col]
+    pairs = [F.struct(F.lit(_ROWS_KEY).alias("c"), F.lit("").alias("v"))]
+    pairs += [F.struct(F.lit(name).alias("c"), F.col(name).cast("string").alias("v")) for name in columns]
+    level = F.col("_level")
+    per_value_df = (
+        df.select(F.col(level_col).alias("_level"), F.explode(F.array(*pairs)).alias("_p"))
+        .select("_level", "_p.c", "_p.v")
+        .where(F.col("v").isNotNull())
+        .groupBy("c", "v")
+        .agg(*[F.count_if(level >= F.lit(k)).alias(f"n{i}") for i, k in enumerate(levels)])
+    )
+    aggs = []
+    for i in range(len(levels)):
+        n = F.col(f"n{i}")
+        aggs += [F.sum(n).alias(f"count{i}"), F.count_if(n > 0).alias(f"unique{i}"), F.max(n).alias(f"max{i}")]
+    found = {row["c"]: row for row in per_value_df.groupBy("c").agg(*aggs).collect()}  # one row per column
+    result = {}
+    for i, k in enumerate(levels):
+        rows_row = found.get(_ROWS_KEY)
+        rows = int(rows_row[f"count{i}"] or 0) if rows_row else 0
+        stats = {}
+        for name in columns:
+            row = found.get(name)
+            stats[name] = {
+                "count": int(row[f"count{i}"] or 0) if row else 0,
+                "unique": int(row[f"unique{i}"] or 0) if row else 0,
+                "max_freq": int(row[f"max{i}"] or 0) if row else 0,
+            }
+        result[k] = (rows, stats)
+    return result
 
 
 class StatsReport:
