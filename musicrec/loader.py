@@ -1,0 +1,731 @@
+"""Petastorm -> PyTorch batches for the feature jobs' output (docs/DATA_CONTRACT.md).
+
+The training loop sees only iterables of ``dict[str, Tensor]``; this module is the one place that knows about
+Petastorm and Parquet. One ``Data`` object per run reads ``OUT/_MANIFEST.json`` and hands out one-epoch loaders:
+
+===============  ==========================  =======================================================================
+view             datasets / models           one example = ...
+===============  ==========================  =======================================================================
+``rows``         kkbox: ncf, dnn, logreg     one event row: every categorical column (B,), every multi-valued column
+                                             (B, L) 0-padded, ``numeric`` (B, F), ``target`` (B,) (NaN when null),
+                                             ``row_id`` (B,)
+``next_song``    lastfm: gru, pop, cooc      one prefix of a session: ``songs`` (B, T) 0-padded on the right,
+                                             ``song_tags`` (B, T, K), ``lengths`` (B,), ``next_song`` (B,),
+                                             ``user_idx`` (B,), ``session_id`` (B,); every position t >= 1 of every
+                                             session predicts ``songs[t]`` from ``songs[:t]`` cut to the last
+                                             ``max_len`` songs
+``pairs``        lastfm: ncf (train)         (user, song) of a training session (each distinct song of a session
+                                             once, OOV skipped) with target 1, plus ``num_negatives`` sampled songs
+                                             the user never played in training with target 0
+``loo``          lastfm: ncf (valid/test)    leave-one-out: per user, the last song of the user's last session in
+                                             the split, ``candidates`` (B, 1 + N) = [that song, N sampled songs the
+                                             user never played in training]; ``user_idx`` (B,)
+===============  ==========================  =======================================================================
+
+Exact epochs: each epoch opens a fresh ``make_batch_reader(num_epochs=1)``, so every row of the shard is read exactly
+once; ``cur_shard``/``shard_count`` split the row groups between ranks (Petastorm assigns row group ``i`` to shard
+``i % shard_count``), so the shards of one epoch are disjoint and cover the split.
+
+Shuffling: the row-group order is shuffled by Petastorm (``shuffle_row_groups``) and examples are drawn at random
+from a buffer of ``shuffle_buffer`` examples; both are seeded from (seed, epoch, shard), so an epoch is the same
+every time it is replayed (which is what makes ``--resume`` exact). With ``reader_pool="thread"`` and
+``workers_count=1`` (the default) row groups still arrive in ventilation order; more workers read faster but in a
+timing-dependent order, so epochs are then not reproducible.
+
+Petastorm 0.12.1 stacks list columns into a matrix and fails on ragged lists; a ``TransformSpec`` pads every array
+column to the row group's longest list and adds ``<column>__len`` so the loader can cut the padding again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from musicrec.metrics import sample_negative_items
+
+from musicrec.columns import FIRST_TOKEN_INDEX, OOV_INDEX, PAD_INDEX, SESSION_ID, SONG_IDX, SONG_TAGS, SONGS, START_TS, TARGET, USER_IDX
+
+# Petastorm 0.12.1 on pyarrow 14 warns about its own use of the legacy ParquetDataset on every read.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\.|$)")
+
+MANIFEST_NAME = "_MANIFEST.json"
+DATASETS = ("lastfm", "kkbox")
+VIEWS = ("rows", "next_song", "pairs", "loo")
+LEN_SUFFIX = "__len"
+ROW_ID = "row_id"
+LENGTH = "length"  # Last.fm sessions: len(songs)
+NUMERIC = "numeric"
+LENGTHS = "lengths"
+NEXT_SONG = "next_song"
+CANDIDATES = "candidates"
+_REQUIRED_KEYS = ("dataset", "fingerprint", "vocab_sizes", "features", "splits")
+
+
+class DataError(ValueError):
+    """The data folder, its manifest or its Parquet files do not match the data contract; the message names the path."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Manifest
+# ----------------------------------------------------------------------------------------------------------------
+def read_manifest(data_dir: str | Path) -> dict:
+    """Read and check ``<data_dir>/_MANIFEST.json``; a ``DataError`` names the folder, file or key at fault."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data folder not found: {data_dir}")
+    path = data_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found (the feature job writes it last; is its output complete?)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable JSON manifest: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: the manifest must be a JSON object")
+    missing = [key for key in _REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise DataError(f"{path}: manifest lacks key(s) {missing}")
+    if manifest["dataset"] not in DATASETS:
+        raise DataError(f"{path}: dataset {manifest['dataset']!r} is not one of {list(DATASETS)}")
+    for split in ("train", "valid", "test"):
+        if split not in manifest["splits"]:
+            raise DataError(f"{path}: manifest 'splits' lacks {split!r}")
+    return manifest
+
+
+def manifest_fingerprint(manifest: Mapping[str, Any]) -> str:
+    """The feature job's data fingerprint (inputs + job config), with the vocabulary sizes folded in."""
+    vocab = json.dumps(manifest.get("vocab_sizes", {}), sort_keys=True)
+    return hashlib.sha256(f"{manifest['fingerprint']}|{vocab}".encode()).hexdigest()[:16]
+
+
+def split_dir(data_dir: str | Path, manifest: Mapping[str, Any], split: str) -> Path:
+    """The Parquet folder of ``split`` (``sessions/<split>`` for Last.fm, ``<split>`` for KKBOX)."""
+    name = manifest["splits"][split]
+    base = Path(data_dir).resolve()
+    path = base / "sessions" / name if manifest["dataset"] == "lastfm" else base / name
+    if not path.is_dir():
+        raise DataError(f"{path}: split folder {split!r} named in the manifest does not exist")
+    return path
+
+
+def parquet_schema(path: Path):
+    """The Arrow schema of a Parquet folder (files starting with ``_`` or ``.`` are skipped, as Spark writes them)."""
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset(str(path), format="parquet")
+    except Exception as exc:  # pyarrow raises several types for unreadable files
+        raise DataError(f"{path}: cannot read the Parquet files: {exc}") from exc
+    if not dataset.files:
+        raise DataError(f"{path}: no Parquet files in the split folder")
+    return dataset.schema
+
+
+def check_columns(path: Path, expected: Mapping[str, str]) -> None:
+    """Raise ``DataError`` unless the Parquet folder has every column of ``expected`` ({column: "int" | "float" |
+    "array" | "timestamp"}) with a compatible type; the message names the column and the path."""
+    import pyarrow as pa
+
+    schema = parquet_schema(path)
+    for col, kind in expected.items():
+        if col not in schema.names:
+            raise DataError(f"{path}: column {col!r} named in {MANIFEST_NAME} is missing from the Parquet schema "
+                            f"(has: {schema.names})")
+        typ = schema.field(col).type
+        ok = {
+            "int": pa.types.is_integer(typ),
+            "float": pa.types.is_floating(typ) or pa.types.is_integer(typ),
+            "array": (pa.types.is_list(typ) or pa.types.is_large_list(typ)) and pa.types.is_integer(typ.value_type),
+            "timestamp": pa.types.is_timestamp(typ),
+        }[kind]
+        if not ok:
+            raise DataError(f"{path}: column {col!r} has type {typ}, expected {kind} (docs/DATA_CONTRACT.md)")
+
+
+def _vocab_of(manifest: Mapping[str, Any], col: str, vocab: str) -> int:
+    sizes = manifest["vocab_sizes"]
+    if vocab not in sizes:
+        raise DataError(f"{MANIFEST_NAME}: column {col!r} uses vocab {vocab!r}, which is not in vocab_sizes {sorted(sizes)}")
+    return int(sizes[vocab])
+
+
+def check_indices(path: Path, col: str, values: np.ndarray, vocab_size: int) -> None:
+    """Raise ``DataError`` if an index in ``values`` is negative, null or >= ``vocab_size``."""
+    if values.size == 0:
+        return
+    if values.dtype.kind == "f" and np.isnan(values).any():
+        raise DataError(f"{path}: column {col!r} has null indices (the contract maps missing values to 1 = OOV)")
+    lo, hi = values.min(), values.max()
+    if lo < 0 or hi >= vocab_size:
+        bad = int(hi) if hi >= vocab_size else int(lo)
+        raise DataError(f"{path}: column {col!r} has index {bad} outside [0, {vocab_size}) = its vocab size in "
+                        f"{MANIFEST_NAME}; the data and the manifest do not belong together")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """The ``data:`` section of a run config (see conf/*.yaml for one comment per key)."""
+
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    shuffle_buffer: int = 10_000
+    shuffle_row_groups: bool = True
+    pad_to: int | None = None
+    max_len: int | None = None
+    num_negatives: int = 4
+    loo_negatives: int = 99
+    reader_pool: str = "thread"
+    workers_count: int = 1
+    drop_last: bool = False
+
+    @classmethod
+    def from_dict(cls, section: Mapping[str, Any] | None) -> "DataConfig":
+        section = dict(section or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} in the data config (known: {sorted(known)})")
+        cfg = cls(**section)
+        assert cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be >= 1"
+        assert cfg.shuffle_buffer >= 0, "shuffle_buffer must be >= 0"
+        assert cfg.reader_pool in ("thread", "dummy", "process"), f"reader_pool {cfg.reader_pool!r} unknown"
+        return cfg
+
+
+def _epoch_seed(*parts: int) -> int:
+    """A 31-bit seed derived from (seed, epoch, shard, ...), stable across runs and platforms."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Petastorm reading
+# ----------------------------------------------------------------------------------------------------------------
+class _PadArrays:
+    """Petastorm transform (runs on the reader's workers): ragged list columns -> padded lists + ``<col>__len``."""
+
+    def __init__(self, array_columns: list[str]):
+        self.array_columns = list(array_columns)
+
+    def __call__(self, df):
+        for col in self.array_columns:
+            values = df[col].values
+            lens = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int32, count=len(values))
+            width = max(int(lens.max()) if len(values) else 0, 1)
+            padded = np.zeros((len(values), width), dtype=np.int32)
+            if lens.sum():
+                flat = np.concatenate([np.asarray(v) for v in values if v is not None and len(v)]).astype(np.int32)
+                rows = np.repeat(np.arange(len(values)), lens)
+                cols = np.arange(flat.size) - np.repeat(np.cumsum(lens) - lens, lens)
+                padded[rows, cols] = flat
+            df[col] = list(padded)
+            df[col + LEN_SUFFIX] = lens
+        return df
+
+
+def iter_row_groups(
+    path: Path,
+    columns: list[str],
+    array_columns: list[str],
+    *,
+    seed: int,
+    shuffle_row_groups: bool,
+    cur_shard: int = 0,
+    shard_count: int = 1,
+    reader_pool: str = "thread",
+    workers_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+    """One pass over the shard's row groups as dicts of numpy arrays (arrays padded, plus ``<col>__len``)."""
+    from petastorm import make_batch_reader
+    from petastorm.errors import NoDataAvailableError
+    from petastorm.transform import TransformSpec
+
+    spec = TransformSpec(
+        _PadArrays(array_columns),
+        edit_fields=[(c, np.int32, (None,), False) for c in array_columns]
+        + [(c + LEN_SUFFIX, np.int32, (), False) for c in array_columns],
+    )
+    sharded = shard_count > 1
+    try:
+        reader = make_batch_reader(
+            "file://" + str(Path(path).resolve()),
+            schema_fields=[re.escape(c) for c in columns],
+            reader_pool_type=reader_pool,
+            workers_count=workers_count,
+            seed=seed,
+            shuffle_row_groups=shuffle_row_groups,
+            num_epochs=1,  # one fresh reader per epoch: exact epochs, no rows carried over
+            cur_shard=cur_shard if sharded else None,
+            shard_count=shard_count if sharded else None,
+            transform_spec=spec,
+        )
+    except NoDataAvailableError as exc:
+        raise DataError(f"{path}: cannot split the row groups into {shard_count} shards: {exc}") from exc
+    with reader:
+        for batch in reader:
+            chunk = {name: getattr(batch, name) for name in batch._fields}
+            if len(chunk[columns[0]]):
+                yield chunk
+
+
+def read_table(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
+    """A whole split's ``columns`` with pyarrow (for the global indexes: NCF positives, leave-one-out sets).
+    Array columns come back as (values, offsets)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(path), format="parquet").to_table(columns=columns)
+    out: dict[str, Any] = {}
+    for col in columns:
+        column = table.column(col).combine_chunks()
+        if pa.types.is_list(column.type):
+            out[col] = (column.flatten().to_numpy(zero_copy_only=False).astype(np.int64),
+                        column.offsets.to_numpy().astype(np.int64))
+        elif pa.types.is_timestamp(column.type):
+            out[col] = column.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        else:
+            out[col] = column.to_numpy(zero_copy_only=False)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chunks: one row group turned into examples; ``take(idx)`` collates a subset into numpy arrays
+# ----------------------------------------------------------------------------------------------------------------
+def _trim(matrix: np.ndarray, lens: np.ndarray, pad_to: int | None) -> np.ndarray:
+    """Cut a padded (n, W) matrix to the longest list in it (or to exactly ``pad_to`` columns)."""
+    width = pad_to if pad_to else max(int(lens.max()) if lens.size else 0, 1)
+    if matrix.shape[1] >= width:
+        return matrix[:, :width]
+    return np.pad(matrix, ((0, 0), (0, width - matrix.shape[1])))
+
+
+class _RowsChunk:
+    def __init__(self, data: dict[str, np.ndarray], array_columns: list[str], pad_to: int | None):
+        self.data, self.array_columns, self.pad_to = data, array_columns, pad_to
+        self.n = len(data[ROW_ID])
+
+    def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for key, value in self.data.items():
+            if key.endswith(LEN_SUFFIX):
+                continue
+            if key in self.array_columns:
+                out[key] = _trim(value[idx], self.data[key + LEN_SUFFIX][idx], self.pad_to)
+            else:
+                out[key] = value[idx]
+        return out
+
+
+class _SessionsChunk:
+    """Prefix examples of a row group of sessions, kept as (row, t) pairs; tensors are built only for a batch."""
+
+    def __init__(self, data: dict[str, np.ndarray], top_k: int, max_len: int):
+        self.songs = data[SONGS]  # (n, S) int32
+        lens = data[SONGS + LEN_SUFFIX].astype(np.int64)  # (n,)
+        n, width = self.songs.shape
+        tags = data[SONG_TAGS]  # (n, W)
+        if tags.shape[1] < width * top_k:
+            tags = np.pad(tags, ((0, 0), (0, width * top_k - tags.shape[1])))
+        self.tags = tags[:, : width * top_k].reshape(n, width, top_k)  # (n, S, K)
+        self.user = data[USER_IDX]
+        self.session_id = data[SESSION_ID]
+        self.max_len = max_len
+        per_row = np.maximum(lens - 1, 0)  # positions t = 1 .. len - 1
+        self.ex_row = np.repeat(np.arange(n), per_row)
+        starts = np.cumsum(per_row) - per_row
+        self.ex_t = np.arange(self.ex_row.size) - np.repeat(starts, per_row) + 1
+        self.n = int(self.ex_row.size)
+
+    def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        rows, t = self.ex_row[idx], self.ex_t[idx]  # (B,), (B,)
+        start = np.maximum(t - self.max_len, 0)
+        lengths = t - start  # (B,)
+        T = int(lengths.max())
+        steps = np.arange(T)[None, :]  # (1, T)
+        valid = steps < lengths[:, None]  # (B, T)
+        cols = np.where(valid, start[:, None] + steps, 0)  # (B, T)
+        songs = np.where(valid, self.songs[rows[:, None], cols], PAD_INDEX)  # (B, T)
+        tags = np.where(valid[..., None], self.tags[rows[:, None], cols], PAD_INDEX)  # (B, T, K)
+        return {
+            SONGS: songs,
+            SONG_TAGS: tags,
+            LENGTHS: lengths,
+            NEXT_SONG: self.songs[rows, t],
+            USER_IDX: self.user[rows],
+            SESSION_ID: self.session_id[rows],
+        }
+
+
+class _PairsChunk:
+    def __init__(self, user: np.ndarray, song: np.ndarray, target: np.ndarray):
+        self.user, self.song, self.target = user, song, target
+        self.n = int(user.size)
+
+    def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {USER_IDX: self.user[idx], SONG_IDX: self.song[idx], TARGET: self.target[idx]}
+
+
+class _ArraysChunk:
+    """Already-materialized examples (the leave-one-out set)."""
+
+    def __init__(self, data: dict[str, np.ndarray]):
+        self.data = data
+        self.n = int(len(next(iter(data.values()))))
+
+    def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {key: value[idx] for key, value in self.data.items()}
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate collated parts along rows, 0-padding trailing dimensions to the widest part."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for key in parts[0]:
+        arrays = [p[key] for p in parts]
+        if arrays[0].ndim > 1:
+            shape = np.max([a.shape[1:] for a in arrays], axis=0)
+            arrays = [np.pad(a, [(0, 0)] + [(0, int(s) - d) for s, d in zip(shape, a.shape[1:])]) for a in arrays]
+        out[key] = np.concatenate(arrays)
+    return out
+
+
+class ShuffleBuffer:
+    """Batches from a stream of chunks: in order (``rng=None``) or drawn at random from the last ``capacity`` examples.
+
+    Examples are references (chunk, index) until a batch is drawn, so a buffer of sessions holds the row groups
+    and not every expanded prefix.
+    """
+
+    def __init__(self, batch_size: int, capacity: int = 0, rng: np.random.Generator | None = None, drop_last: bool = False):
+        self.batch_size, self.capacity, self.rng, self.drop_last = batch_size, max(capacity, batch_size), rng, drop_last
+        self.chunks: dict[int, list] = {}
+        self.cid = np.empty(0, np.int64)
+        self.eid = np.empty(0, np.int64)
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return int(self.cid.size)
+
+    def add(self, chunk) -> Iterator[dict[str, np.ndarray]]:
+        """Add a chunk and yield the batches that are ready."""
+        if chunk.n:
+            self.chunks[self._next_id] = [chunk, chunk.n]
+            self.cid = np.concatenate([self.cid, np.full(chunk.n, self._next_id, np.int64)])
+            self.eid = np.concatenate([self.eid, np.arange(chunk.n, dtype=np.int64)])
+            self._next_id += 1
+        limit = self.capacity if self.rng is not None else self.batch_size
+        while len(self) >= limit:
+            yield self._emit(self._positions(self.batch_size))
+
+    def flush(self) -> Iterator[dict[str, np.ndarray]]:
+        """Yield what is left at the end of the epoch (shuffled when shuffling)."""
+        if self.rng is not None and len(self):
+            order = self.rng.permutation(len(self))
+            self.cid, self.eid = self.cid[order], self.eid[order]
+        while len(self) >= self.batch_size or (len(self) and not self.drop_last):
+            yield self._emit(np.arange(min(self.batch_size, len(self))))
+        self.chunks.clear()
+        self.cid, self.eid = self.cid[:0], self.eid[:0]
+
+    def _positions(self, k: int) -> np.ndarray:
+        if self.rng is None:
+            return np.arange(k)
+        return np.sort(self.rng.choice(len(self), size=k, replace=False))
+
+    def _emit(self, pos: np.ndarray) -> dict[str, np.ndarray]:
+        cid, eid = self.cid[pos], self.eid[pos]
+        keep = np.ones(len(self), dtype=bool)
+        keep[pos] = False
+        self.cid, self.eid = self.cid[keep], self.eid[keep]
+        parts = []
+        for chunk_id in np.unique(cid):
+            sel = cid == chunk_id
+            entry = self.chunks[int(chunk_id)]
+            parts.append(entry[0].take(eid[sel]))
+            entry[1] -= int(sel.sum())
+            if entry[1] == 0:
+                del self.chunks[int(chunk_id)]
+        return _concat(parts)
+
+
+def to_torch(batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Integer arrays -> LongTensor, floating arrays -> FloatTensor."""
+    out = {}
+    for key, value in batch.items():
+        value = np.ascontiguousarray(value)
+        if value.dtype.kind in "iub":
+            out[key] = torch.from_numpy(value.astype(np.int64, copy=False))
+        else:
+            out[key] = torch.from_numpy(value.astype(np.float32, copy=False))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loaders
+# ----------------------------------------------------------------------------------------------------------------
+class EpochLoader:
+    """One epoch of batches from one split; iterate once (a second iteration replays the same epoch)."""
+
+    def __init__(self, data: "Data", split: str, view: str, epoch: int, train: bool, cur_shard: int, shard_count: int):
+        self.data, self.split, self.view, self.epoch, self.train = data, split, view, epoch, train
+        self.cur_shard, self.shard_count = cur_shard, shard_count
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        d, cfg = self.data, self.data.config
+        seed = _epoch_seed(d.seed, self.epoch, self.cur_shard)
+        rng = np.random.default_rng(seed) if self.train and cfg.shuffle_buffer > 0 else None
+        batch_size = cfg.batch_size if self.train else cfg.eval_batch_size
+        buffer = ShuffleBuffer(batch_size, cfg.shuffle_buffer, rng, drop_last=cfg.drop_last and self.train)
+        for chunk in self._chunks(seed):
+            for batch in buffer.add(chunk):
+                yield to_torch(batch)
+        for batch in buffer.flush():
+            yield to_torch(batch)
+
+    def _chunks(self, seed: int):
+        d = self.data
+        if self.view == "loo":
+            yield d.loo_chunk(self.split, self.cur_shard, self.shard_count)
+            return
+        path = d.path(self.split)
+        columns, arrays = d.read_columns(self.view)
+        neg_rng = np.random.default_rng(_epoch_seed(d.seed, self.epoch, self.cur_shard, 1))
+        for raw in iter_row_groups(
+            path, columns, arrays,
+            seed=_epoch_seed(d.seed, self.epoch),  # the same on every shard: Petastorm's sharding must agree
+            shuffle_row_groups=self.train and d.config.shuffle_row_groups,
+            cur_shard=self.cur_shard, shard_count=self.shard_count,
+            reader_pool=d.config.reader_pool, workers_count=d.config.workers_count,
+        ):
+            d.validate(path, raw)
+            yield d.make_chunk(self.view, raw, neg_rng)
+
+
+class Data:
+    """The data side of a run: manifest, split folders, views and one-epoch loaders.
+
+    ``view`` is ``rows`` (KKBOX), ``next_song`` (Last.fm sessions) or ``ncf`` (Last.fm: ``pairs`` for training,
+    ``loo`` for evaluation). ``cur_shard``/``shard_count`` are the rank and world size in distributed training.
+    """
+
+    def __init__(self, data_dir: str | Path, view: str, config: DataConfig | None = None, *, seed: int = 0,
+                 cur_shard: int = 0, shard_count: int = 1, manifest: Mapping[str, Any] | None = None):
+        self.data_dir = Path(data_dir).resolve()
+        self.manifest = dict(manifest) if manifest is not None else read_manifest(self.data_dir)
+        self.dataset = self.manifest["dataset"]
+        self.config = config or DataConfig()
+        self.seed, self.cur_shard, self.shard_count = int(seed), int(cur_shard), int(shard_count)
+        assert 0 <= self.cur_shard < self.shard_count, f"cur_shard {cur_shard} not in [0, {shard_count})"
+        expected = {"kkbox": ("rows",), "lastfm": ("next_song", "ncf")}[self.dataset]
+        if view not in expected:
+            raise DataError(f"{self.data_dir}: a {self.dataset} dataset has views {list(expected)}, not {view!r}")
+        self.view = view
+        features = self.manifest["features"]
+        self.categorical: dict[str, str] = dict(features.get("categorical") or {})
+        self.multi_valued: dict[str, str] = dict(features.get("multi_valued") or {})
+        self.numeric: list[str] = list(features.get("numeric") or [])
+        self.target = features.get("target")
+        self.vocab_limits = {c: _vocab_of(self.manifest, c, v) for c, v in {**self.categorical, **self.multi_valued}.items()}
+        self.top_k = int(self.manifest.get("top_k_tags") or 1)
+        self.max_len = int(self.config.max_len or self.manifest.get("max_session_length") or 50)
+        self._train_keys: np.ndarray | None = None
+        self._loo: dict[str, dict[str, np.ndarray]] = {}
+        for split in ("train", "valid", "test"):
+            check_columns(self.path(split), self.expected_columns(split))
+
+    # --- layout -------------------------------------------------------------------------------------------------
+    @property
+    def song_vocab(self) -> int:
+        return int(self.manifest["vocab_sizes"]["song"])
+
+    def path(self, split: str) -> Path:
+        return split_dir(self.data_dir, self.manifest, split)
+
+    def expected_columns(self, split: str) -> dict[str, str]:
+        if self.dataset == "kkbox":
+            cols = {ROW_ID: "int", **{c: "int" for c in self.categorical}, **{c: "array" for c in self.multi_valued},
+                    **{c: "float" for c in self.numeric}}
+            if self.target:
+                cols[self.target] = "float"
+            return cols
+        cols = {SESSION_ID: "int", USER_IDX: "int", SONGS: "array", SONG_TAGS: "array"}
+        if self.view == "ncf" and split != "train":
+            cols[START_TS] = "timestamp"
+        return cols
+
+    def read_columns(self, view: str) -> tuple[list[str], list[str]]:
+        """(columns, array columns) Petastorm reads for ``view``."""
+        if view == "rows":
+            columns = [ROW_ID, *self.categorical, *self.multi_valued, *self.numeric] + ([self.target] if self.target else [])
+            return columns, list(self.multi_valued)
+        if view == "next_song":
+            return [SESSION_ID, USER_IDX, SONGS, SONG_TAGS], [SONGS, SONG_TAGS]
+        if view == "pairs":
+            return [SESSION_ID, USER_IDX, SONGS], [SONGS]
+        raise ValueError(f"view {view!r} is not read with Petastorm")
+
+    def validate(self, path: Path, raw: Mapping[str, np.ndarray]) -> None:
+        """Every index column of a row group within its vocab (a ``DataError`` names column and path)."""
+        for col, limit in self.vocab_limits.items():
+            if col in raw:
+                check_indices(path, col, raw[col], limit)
+
+    # --- loaders ------------------------------------------------------------------------------------------------
+    def train_loader(self, epoch: int) -> EpochLoader:
+        """The training examples of ``epoch`` for this shard, shuffled with a seed derived from (seed, epoch, shard)."""
+        view = "pairs" if self.view == "ncf" else self.view
+        return EpochLoader(self, "train", view, epoch, True, self.cur_shard, self.shard_count)
+
+    def eval_loader(self, split: str) -> EpochLoader:
+        """All examples of ``split`` for this shard, in order (for evaluation: sums are all-reduced over shards)."""
+        view = "loo" if self.view == "ncf" else self.view
+        return EpochLoader(self, split, view, 0, False, self.cur_shard, self.shard_count)
+
+    def make_chunk(self, view: str, raw: dict[str, np.ndarray], rng: np.random.Generator):
+        if view == "rows":
+            data = dict(raw)
+            if self.numeric:
+                data[NUMERIC] = np.stack([np.asarray(raw[c], np.float32) for c in self.numeric], axis=1)  # (n, F)
+                for c in self.numeric:
+                    del data[c]
+            if self.target:
+                data[TARGET] = np.asarray(raw[self.target], np.float32)  # NaN where null (KKBOX test)
+            return _RowsChunk(data, list(self.multi_valued), self.config.pad_to)
+        if view == "next_song":
+            return _SessionsChunk(raw, self.top_k, self.max_len)
+        if view == "pairs":
+            return self._pairs_chunk(raw, rng)
+        raise ValueError(f"unknown view {view!r}")
+
+    # --- NCF on sessions ----------------------------------------------------------------------------------------
+    def train_keys(self) -> np.ndarray:
+        """Sorted unique ``user * V_song + song`` of every (user, song) played in the training sessions."""
+        if self._train_keys is None:
+            table = read_table(self.path("train"), [USER_IDX, SONGS])
+            values, offsets = table[SONGS]
+            users = np.repeat(table[USER_IDX].astype(np.int64), np.diff(offsets))
+            self._train_keys = np.unique(users * self.song_vocab + values)
+        return self._train_keys
+
+    def _is_known(self, users: np.ndarray, songs: np.ndarray) -> np.ndarray:
+        keys = self.train_keys()
+        query = users.astype(np.int64) * self.song_vocab + songs
+        pos = np.clip(np.searchsorted(keys, query), 0, max(keys.size - 1, 0))
+        return keys[pos] == query if keys.size else np.zeros(query.shape, bool)
+
+    def _sample_negatives(self, users: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:
+        """``k`` songs per user (users.size, k) drawn uniformly from the real songs the user never played in training."""
+        neg = rng.integers(FIRST_TOKEN_INDEX, self.song_vocab, size=(users.size, k))
+        for _ in range(rounds):
+            bad = self._is_known(np.repeat(users, k).reshape(users.size, k), neg)
+            if not bad.any():
+                break
+            neg[bad] = rng.integers(FIRST_TOKEN_INDEX, self.song_vocab, size=int(bad.sum()))
+        return neg
+
+    def _pairs_chunk(self, raw: dict[str, np.ndarray], rng: np.random.Generator) -> _PairsChunk:
+        songs, lens = raw[SONGS].astype(np.int64), raw[SONGS + LEN_SUFFIX]
+        rows = np.repeat(np.arange(len(lens)), lens)
+        cols = np.arange(rows.size) - np.repeat(np.cumsum(lens) - lens, lens)
+        flat = songs[rows, cols]
+        session = raw[SESSION_ID].astype(np.int64)[rows]
+        keep = flat >= FIRST_TOKEN_INDEX
+        # each distinct song once per session; np.unique sorts, so restore the row-group order afterwards
+        pairs = np.stack([session[keep], flat[keep], rows[keep]], axis=1)
+        _, first = np.unique(pairs[:, :2], axis=0, return_index=True)
+        first.sort()
+        user = raw[USER_IDX].astype(np.int64)[pairs[first, 2]]
+        song = pairs[first, 1]
+        k = self.config.num_negatives
+        negatives = self._sample_negatives(user, k, rng) if k else np.empty((user.size, 0), np.int64)
+        all_user = np.concatenate([user, np.repeat(user, k)])
+        all_song = np.concatenate([song, negatives.ravel()])
+        target = np.concatenate([np.ones(user.size, np.float32), np.zeros(user.size * k, np.float32)])
+        return _PairsChunk(all_user, all_song, target)
+
+    def loo_chunk(self, split: str, cur_shard: int, shard_count: int) -> _ArraysChunk:
+        """Leave-one-out set of ``split`` (built once, fixed seed), users dealt round-robin over shards."""
+        if split not in self._loo:
+            self._loo[split] = self._build_loo(split)
+        data = self._loo[split]
+        idx = np.arange(cur_shard, len(data[USER_IDX]), shard_count)
+        return _ArraysChunk({k: v[idx] for k, v in data.items()})
+
+    def _build_loo(self, split: str) -> dict[str, np.ndarray]:
+        path = self.path(split)
+        table = read_table(path, [SESSION_ID, USER_IDX, START_TS, SONGS])
+        values, offsets = table[SONGS]
+        check_indices(path, SONGS, values, self.song_vocab)
+        check_indices(path, USER_IDX, table[USER_IDX], self.vocab_limits.get(USER_IDX, 2**62))
+        # each user's last session (by start, then session id) and its last real (non-OOV) song
+        order = np.lexsort((table[SESSION_ID], table[START_TS], table[USER_IDX]))
+        users_sorted = table[USER_IDX][order]
+        last = order[np.r_[users_sorted[1:] != users_sorted[:-1], True]] if order.size else order
+        users, held = [], []
+        for row in last:
+            session = values[offsets[row]: offsets[row + 1]]
+            real = session[session >= FIRST_TOKEN_INDEX]
+            if real.size:
+                users.append(int(table[USER_IDX][row]))
+                held.append(int(real[-1]))
+        users_arr = np.asarray(users, np.int64)
+        held_arr = np.asarray(held, np.int64)
+        n = self.config.loo_negatives
+        rng = np.random.default_rng(_epoch_seed(self.seed, 0xC0FFEE, {"valid": 1, "test": 2}.get(split, 3)))
+        keys, V = self.train_keys(), self.song_vocab
+        negatives = np.empty((users_arr.size, n), np.int64)
+        for i, (user, song) in enumerate(zip(users_arr, held_arr)):
+            lo, hi = np.searchsorted(keys, [user * V, (user + 1) * V])
+            exclude = set((keys[lo:hi] - user * V).tolist()) | {int(song)}
+            try:  # n distinct songs the user never played in training, other than the held-out one
+                negatives[i] = sample_negative_items(rng, V, exclude, n)
+            except ValueError as exc:
+                raise DataError(f"{path}: user {user}: {exc}; lower data.loo_negatives") from exc
+        return {USER_IDX: users_arr, CANDIDATES: np.concatenate([held_arr[:, None], negatives], axis=1)}
+
+    # --- for the baselines --------------------------------------------------------------------------------------
+    def train_sessions(self) -> list[np.ndarray]:
+        """Every training session's songs (the input of MostPopular.fit_sessions / CoOccurrence.fit)."""
+        table = read_table(self.path("train"), [SONGS])
+        values, offsets = table[SONGS]
+        check_indices(self.path("train"), SONGS, values, self.song_vocab)
+        return [values[offsets[i]: offsets[i + 1]] for i in range(offsets.size - 1)]
+
+    def train_rows(self, columns: list[str]) -> dict[str, np.ndarray]:
+        """Whole training columns of a row dataset (for MostPopular.fit(song_idx, target))."""
+        return read_table(self.path("train"), columns)
+
+
+def view_for(dataset: str, model: str) -> str:
+    """The data view a model trains on: ``rows`` (KKBOX), ``next_song`` or ``ncf`` (Last.fm)."""
+    if dataset == "kkbox":
+        return "rows"
+    return "ncf" if model == "ncf" else "next_song"
+
+
+__all__ = [
+    "Data",
+    "DataConfig",
+    "DataError",
+    "EpochLoader",
+    "ShuffleBuffer",
+    "check_columns",
+    "iter_row_groups",
+    "manifest_fingerprint",
+    "read_manifest",
+    "split_dir",
+    "view_for",
+]

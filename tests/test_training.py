@@ -1,0 +1,244 @@
+"""The training loop on tiny generated data: it learns, evaluates each protocol, stops early, clips, runs under AMP,
+and a run killed after one epoch and resumed reaches exactly the weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musicrec.checkpoint import CheckpointError, Checkpointer, load
+from musicrec.distributed import SingleProcess, get_backend
+from musicrec.loader import Data, DataConfig, manifest_fingerprint
+from musicrec.training import TrainConfig, _in_lockstep, evaluate, fit, seed_everything
+from tests import fakedata
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass
+class TinyConfig:
+    dim: int = 8
+    dropout: float = 0.2
+
+
+class TinyBinary(nn.Module):
+    """user . song + source bias + linear(numeric): enough for the fake KKBOX target."""
+
+    def __init__(self, manifest, config: TinyConfig):
+        super().__init__()
+        self.config = config
+        sizes = manifest["vocab_sizes"]
+        self.user = nn.Embedding(sizes["user"], config.dim)
+        self.song = nn.Embedding(sizes["song"], config.dim)
+        self.source = nn.Embedding(sizes["source_type"], 1)
+        self.numeric = nn.Linear(len(manifest["features"]["numeric"]), 1)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, batch):
+        dot = (self.drop(self.user(batch["user_idx"])) * self.song(batch["song_idx"])).sum(-1)  # (B,)
+        return dot + self.source(batch["source_type_idx"]).squeeze(-1) + self.numeric(batch["numeric"]).squeeze(-1)
+
+    def loss(self, batch, logits):
+        return F.binary_cross_entropy_with_logits(logits, batch["target"])
+
+
+class TinyNext(nn.Module):
+    """Embedding of the last song of the prefix -> logits over all songs."""
+
+    def __init__(self, manifest, config: TinyConfig):
+        super().__init__()
+        self.config = config
+        V = manifest["vocab_sizes"]["song"]
+        self.emb = nn.Embedding(V, config.dim, padding_idx=0)
+        self.out = nn.Linear(config.dim, V)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, batch):
+        last = batch["songs"].gather(1, (batch["lengths"] - 1).unsqueeze(1)).squeeze(1)  # (B,)
+        return self.out(self.drop(self.emb(last)))  # (B, V)
+
+    def loss(self, batch, logits):
+        return F.cross_entropy(logits, batch["next_song"])
+
+
+@pytest.fixture(scope="module")
+def kkbox_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kkbox")
+    fakedata.write_kkbox(out, n_users=20, n_songs=30, n_train=1500, n_test=40, row_group_size=200)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lastfm_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lastfm")
+    fakedata.write_lastfm(out, n_songs=150, row_group_size=16)
+    return out
+
+
+def _setup(data_dir, view, model_cls, seed=0, **train):
+    seed_everything(seed)
+    data = Data(data_dir, view, DataConfig(batch_size=64, eval_batch_size=256, shuffle_buffer=300), seed=seed)
+    model = model_cls(data.manifest, TinyConfig())
+    config = TrainConfig(seed=seed, device="cpu", progress=False, **{"epochs": 3, "lr": 0.02, "patience": 0, **train})
+    return data, model, config
+
+
+def test_fit_learns_kkbox_rows(kkbox_dir):
+    data, model, config = _setup(kkbox_dir, "rows", TinyBinary, epochs=6)
+    result = fit(model, train_loader=data.train_loader, eval_loader=data.eval_loader, kind="binary", config=config)
+    assert [r["epoch"] for r in result.history] == list(range(1, 7))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.best_metric == max(r["valid_auc"] for r in result.history) > 0.65
+    assert {"valid_auc", "valid_logloss", "valid_loss", "samples_per_s"} <= set(result.history[0])
+    assert result.test == {}, "the KKBOX test split has no labels, so it has no metrics"
+
+
+def test_fit_next_song_metrics_against_all_songs(lastfm_dir):
+    data, model, config = _setup(lastfm_dir, "next_song", TinyNext, epochs=4, lr=0.05)
+    result = fit(model, train_loader=data.train_loader, eval_loader=data.eval_loader, kind="next_song", config=config)
+    keys = {f"valid_{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (1, 5, 10, 20)}
+    assert keys <= set(result.history[0])
+    assert result.history[-1]["valid_hr@10"] > result.history[0]["valid_hr@10"]
+    assert {f"{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (1, 5, 10, 20)} <= set(result.test)
+    assert 0 < result.test["hr@10"] <= 1
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after_first_epoch(epoch, state):
+    if epoch == 1:
+        raise _Killed()
+
+
+def _resume_case(name):
+    if name == "tiny-rows":
+        return "kkbox", "rows", "binary", TinyBinary, {}
+    from musicrec.models import build_model
+
+    def gru(manifest, config):  # the real model: dropout, gradient clipping
+        return build_model("gru", manifest, {"song_dim": 8, "tag_dim": 4, "hidden": 8, "attention_dim": 8})
+
+    return "lastfm", "next_song", "next_song", gru, {"lr": 0.01}
+
+
+@pytest.mark.parametrize("case", ["tiny-rows", "gru-sessions"])
+def test_resume_after_kill_gives_identical_weights(case, kkbox_dir, lastfm_dir, tmp_path):
+    dataset, view, kind, model_cls, extra = _resume_case(case)
+    data_dir = kkbox_dir if dataset == "kkbox" else lastfm_dir
+
+    def run(run_dir, **kwargs):
+        data, model, config = _setup(data_dir, view, model_cls, **extra)
+        fp = manifest_fingerprint(data.manifest)
+        result = fit(model, train_loader=data.train_loader, eval_loader=data.eval_loader, kind=kind, config=config,
+                     checkpointer=Checkpointer(run_dir), model_name=case, fingerprint=fp, **kwargs)
+        return model, result
+
+    straight, straight_result = run(tmp_path / "a")
+    with pytest.raises(_Killed):
+        run(tmp_path / "b", callbacks=[_kill_after_first_epoch])
+    after_one = load(tmp_path / "b" / "last.pt")
+    torch.manual_seed(12345)  # whatever happened in between, the resumed run restores its RNG state
+    np.random.seed(12345)
+    resumed, resumed_result = run(tmp_path / "b", resume_from=after_one)
+
+    assert resumed_result.history == straight_result.history or [
+        {k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in resumed_result.history
+    ] == [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in straight_result.history]
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    last_a, last_b = load(tmp_path / "a" / "last.pt"), load(tmp_path / "b" / "last.pt")
+    for name, a in last_a["model_state"].items():
+        assert torch.equal(a, last_b["model_state"][name]), f"{name} of the last epoch differs after resume"
+    assert any(not torch.equal(a, after_one["model_state"][k]) for k, a in last_a["model_state"].items())
+
+
+def test_refuses_to_resume_another_dataset_or_config(kkbox_dir, tmp_path):
+    data, model, config = _setup(kkbox_dir, "rows", TinyBinary, epochs=1)
+    fp = manifest_fingerprint(data.manifest)
+    fit(model, train_loader=data.train_loader, eval_loader=data.eval_loader, kind="binary", config=config,
+        checkpointer=Checkpointer(tmp_path), model_name="tiny", fingerprint=fp)
+    ckpt = Checkpointer(tmp_path).load_last()
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        fit(model, train_loader=data.train_loader, eval_loader=data.eval_loader, kind="binary", config=config,
+            model_name="tiny", fingerprint="other", resume_from=ckpt)
+    other = TinyBinary(data.manifest, TinyConfig(dim=4))
+    with pytest.raises(CheckpointError, match=r"model config differs .*dim: 8 -> 4"):
+        fit(other, train_loader=data.train_loader, eval_loader=data.eval_loader, kind="binary", config=config,
+            model_name="tiny", fingerprint=fp, resume_from=ckpt)
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")], "atomic writes leave no temporary files"
+
+
+def test_early_stopping_and_best_weights(kkbox_dir):
+    data, model, config = _setup(kkbox_dir, "rows", TinyBinary, epochs=10, lr=0.0, patience=2)
+    result = fit(model, train_loader=data.train_loader, eval_loader=data.eval_loader, kind="binary", config=config)
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+
+
+def test_amp_bf16_on_cpu_and_gradient_clipping(kkbox_dir):
+    data, model, config = _setup(kkbox_dir, "rows", TinyBinary, epochs=1, amp=True, clip_grad_norm=0.5)
+    result = fit(model, train_loader=data.train_loader, eval_loader=data.eval_loader, kind="binary", config=config)
+    assert np.isfinite(result.history[0]["train_loss"])
+
+    param = nn.Parameter(torch.zeros(4))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    param.grad = torch.full((4,), 100.0)
+    SingleProcess().optimizer_step(optimizer, None, [param], clip_grad_norm=0.5)
+    assert float(param.detach().norm()) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_evaluate_protocols_with_known_scores():
+    V = 30
+    batches = [{"next_song": torch.tensor([2, 5, 7]), "songs": torch.tensor([[3], [4], [5]]), "lengths": torch.ones(3, dtype=torch.long)}]
+
+    def perfect(batch):
+        scores = torch.zeros(len(batch["next_song"]), V)
+        scores[torch.arange(len(batch["next_song"])), batch["next_song"]] = 1.0
+        return {"scores": scores, "probs": None, "loss": None}
+
+    m = evaluate(perfect, batches, "next_song", ks=(1, 10))
+    assert m["hr@1"] == m["ndcg@10"] == m["mrr@10"] == 1.0 and m["count"] == 3
+
+    loo = [{"user_idx": torch.tensor([2, 3]), "candidates": torch.arange(2, 202).view(2, 100)}]
+    prefers_first = lambda b: {"scores": -torch.arange(100.0).repeat(2, 1), "probs": None, "loss": None}  # noqa: E731
+    prefers_last = lambda b: {"scores": torch.arange(100.0).repeat(2, 1), "probs": None, "loss": None}  # noqa: E731
+    assert evaluate(prefers_first, loo, "loo")["loo_hr@10"] == 1.0
+    assert evaluate(prefers_last, loo, "loo")["loo_hr@10"] == 0.0
+
+    rows = [{"target": torch.tensor([1.0, 0.0, 1.0, 0.0])}]
+    score = lambda b: {"scores": torch.tensor([2.0, -1.0, 1.0, 0.5]), "probs": None, "loss": None}  # noqa: E731
+    m = evaluate(score, rows, "binary")
+    assert m["auc"] == 1.0 and 0 < m["logloss"] < 1
+    assert evaluate(score, [{"target": torch.full((4,), float("nan"))}], "binary") == {}
+
+
+class _TwoWorkers(SingleProcess):
+    """Pretends to be rank 0 of 2; the other worker has ``other`` batches."""
+
+    def __init__(self, other):
+        self.other = other
+
+    @property
+    def size(self):
+        return 2
+
+    def allreduce_sum(self, x):
+        if isinstance(x, dict):
+            return x
+        have = 1.0 if self.other > 0 else 0.0
+        self.other -= 1
+        return x + have
+
+
+def test_lockstep_stops_when_any_worker_runs_out():
+    assert len(list(_in_lockstep(range(5), _TwoWorkers(other=3)))) == 3
+    assert len(list(_in_lockstep(range(2), _TwoWorkers(other=4)))) == 2
+    assert list(_in_lockstep(range(4), SingleProcess())) == [0, 1, 2, 3]
+    assert isinstance(get_backend("auto"), SingleProcess)
