@@ -28,7 +28,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "duckdb>=1.0",  # single-machine reference in benchmarks
-        "pylast>=5",  # fetching Last.fm tags for real users
+        "pylast>=7,<8",  # fetching Last.fm tags for real users
         "psutil>=5",
     ],
     extras_require={
