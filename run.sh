@@ -4,7 +4,7 @@
 #   ./run.sh demo [--help | options]   set up, then run the main job end to end on the embedded default data
 #   ./run.sh test [pytest options]     set up, then run the test suite
 #   ./run.sh setup                     only set up
-#   ./run.sh mlflow-ui [--port N] the MLflow UI on the project's tracking store, bound to 127.0.0.1
+#   ./run.sh mlflow-ui [--port N]      the MLflow UI on the project's tracking store, bound to 127.0.0.1
 #   ./run.sh python|spark-submit|horovodrun|mlflow ARGS...   run a tool from the environment
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
