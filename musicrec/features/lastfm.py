@@ -412,10 +412,11 @@ def build_song_lookup(song_vocab_df: DataFrame, song_tags_df: DataFrame, tag_voc
 
 
 def build_sessions(seq_plays_df: DataFrame, song_lookup_df: DataFrame, user_vocab_df: DataFrame, *, min_length: int,
-                   max_length: int, col_user: str = USER) -> DataFrame:
+                   max_length: int, top_k: int, col_user: str = USER) -> DataFrame:
     """One row per session: ``session_id, user_idx, start_ts, songs, song_tags, length``.
 
-    Songs in play order (by ``position``), ``song_tags`` their K tags each, flattened; sessions with fewer than
+    Songs in play order (by ``position``), ``song_tags`` their K tags each, flattened (a song missing from the
+    lookup, i.e. out of the song vocabulary, is 1 with K pads); sessions with fewer than
     ``min_length`` songs are dropped, longer ones keep their first ``max_length``. ``start_ts`` is the time of the
     first kept play. Grouping is by (user, session), so data hash-partitioned by user is not shuffled again.
     """
@@ -433,7 +434,9 @@ def build_sessions(seq_plays_df: DataFrame, song_lookup_df: DataFrame, user_voca
         F.col(USER_IDX),
         F.col("_plays")[0][TS].alias(START_TS),
         F.transform("_plays", lambda p: F.coalesce(p[SONG_IDX], F.lit(1))).cast("array<int>").alias(SONGS),
-        F.flatten(F.transform("_plays", lambda p: p[TAGS])).cast("array<int>").alias(SONG_TAGS),
+        F.flatten(
+            F.transform("_plays", lambda p: F.coalesce(p[TAGS], F.array_repeat(F.lit(PAD_INDEX), int(top_k))))
+        ).cast("array<int>").alias(SONG_TAGS),
         F.size("_plays").cast("int").alias(LENGTH),
     )
 
@@ -659,7 +662,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         seq_plays_df = plays_df.transform(apply_tag_policy, song_tags_df, drop_untagged=drop_untagged)
         sessions_df = build_sessions(
             seq_plays_df, song_lookup_df, vocabs["user"],
-            min_length=int(cfg["sequences"]["min_length"]), max_length=int(cfg["sequences"]["max_length"]),
+            min_length=int(cfg["sequences"]["min_length"]), max_length=int(cfg["sequences"]["max_length"]), top_k=top_k,
         )
         # Cached: used for the split cut-offs, the write and the stats.
         sessions_df = sessions_df.persist(StorageLevel.MEMORY_AND_DISK)

@@ -1,0 +1,299 @@
+"""Stage tests of the Last.fm 1K feature job (musicrec/features/lastfm.py) on tiny inline data."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from musicrec.features import lastfm as L
+from musicrec.features.common import InputError, VOCAB_SCHEMA
+
+PLAYS_DDL = "user_id string, timestamp timestamp, artist_id string, artist_name string, track_id string, track_name string"
+T0 = dt.datetime(2009, 1, 1, 12, 0, 0)
+
+
+def at(seconds: int) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def plays(spark, rows):
+    """rows: (user, seconds after T0 or None, track_id, track_name) -> a plays DataFrame."""
+    data = [(u, at(s) if s is not None else None, "a1", "Artist", t, n) for u, s, t, n in rows]
+    return spark.createDataFrame(data, PLAYS_DDL)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Config (no Spark)
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_resolve_config_defaults_and_errors():
+    cfg = L.resolve_config({"sessions": {"gap_seconds": 1800}, "window": {"start": "2008-01-01"}})
+    assert cfg["sessions"] == {"gap_seconds": 1800, "min_sessions_per_user": 6}
+    assert cfg["window"]["start"] == "2008-01-01T00:00:00Z"
+    assert L.resolve_config(None)["tags"]["top_k"] == 5
+    for bad, message in [
+        ({"sessionz": {}}, "unknown section 'sessionz'"),
+        ({"sessions": {"gap": 1}}, "unknown key sessions.gap"),
+        ({"sessions": {"gap_seconds": -1}}, "sessions.gap_seconds must be an integer >= 0"),
+        ({"window": {"first_months": 2, "last_months": 3}}, "cannot both be set"),
+        ({"window": {"start": "yesterday"}}, "window.start must be a date"),
+        ({"split": {"valid_fraction": 0.5, "test_fraction": 0.5}}, "sum to less than 1"),
+        ({"tags": {"top_k": 0}}, "tags.top_k"),
+        ({"clean": {"drop_untracked": "yes"}}, "clean.drop_untracked must be true or false"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            L.resolve_config(bad)
+
+
+@pytest.mark.unit
+def test_window_bounds_months_and_start_end():
+    cfg = {"start": None, "end": None, "first_months": None, "last_months": None}
+    assert L.window_bounds(cfg, T0, T0) == (None, None)
+    first = dt.datetime(2008, 1, 31, 10, 0, 0)
+    last = dt.datetime(2009, 3, 31, 23, 0, 0)
+    assert L.window_bounds({**cfg, "first_months": 1}, first, last) == (None, dt.datetime(2008, 2, 29, 10, 0, 0))
+    assert L.window_bounds({**cfg, "last_months": 1}, first, last) == (dt.datetime(2009, 2, 28, 23, 0, 0), None)
+    assert L.window_bounds({**cfg, "start": "2008-06-01", "end": "2008-07-01T00:00:00Z"}, first, last) == (
+        dt.datetime(2008, 6, 1), dt.datetime(2008, 7, 1)
+    )
+    # months inside an explicit window: the tighter bound wins
+    assert L.window_bounds({**cfg, "end": "2008-02-10", "first_months": 6}, first, last)[1] == dt.datetime(2008, 2, 10)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 1. Read
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.spark
+def test_with_parsed_plays_fields_nulls_and_rejects(spark):
+    lines = [
+        ("user_000001\t2009-05-04T23:08:57Z\tf1b1\tDeep Dish\t\tFuck Me Im \"Famous\"",),
+        ("user_000001\t2009-05-04T23:08:57Z\tf1b1\tDeep Dish\ttr1",),  # 5 fields
+        ("user_000001\t2009-05-04T23:08:57Z\t\t\t\t\t",),  # 7 fields
+        ("user_000001\t2009-05-04 23:08:57\ta\tb\tc\td",),  # not the Last.fm format
+        ("\t2009-05-04T23:08:57Z\ta\tb\tc\td",),  # no user
+        ("",),  # blank line
+        (None,),
+    ]
+    lines_df = spark.createDataFrame(lines, "value string")
+    result = lines_df.transform(L.with_parsed_plays).select(*L.RAW_COLUMNS, "reason")
+    expected = spark.createDataFrame(
+        [
+            ("user_000001", dt.datetime(2009, 5, 4, 23, 8, 57), "f1b1", "Deep Dish", None, 'Fuck Me Im "Famous"', None),
+            ("user_000001", dt.datetime(2009, 5, 4, 23, 8, 57), "f1b1", "Deep Dish", "tr1", None,
+             "wrong number of fields (expected 6 tab-separated)"),
+            ("user_000001", dt.datetime(2009, 5, 4, 23, 8, 57), None, None, None, None,
+             "wrong number of fields (expected 6 tab-separated)"),
+            ("user_000001", None, "a", "b", "c", "d", "unparseable timestamp (expected yyyy-MM-ddTHH:mm:ssZ)"),
+            (None, dt.datetime(2009, 5, 4, 23, 8, 57), "a", "b", "c", "d", "missing user id"),
+            (None, None, None, None, None, None, "wrong number of fields (expected 6 tab-separated)"),
+            (None, None, None, None, None, None, "wrong number of fields (expected 6 tab-separated)"),
+        ],
+        PLAYS_DDL + ", reason string",
+    )
+    assert_df_equality(result, expected, ignore_nullable=True)
+    raws = [r["raw"] for r in lines_df.transform(L.with_parsed_plays).collect()]
+    assert raws[0] is None and raws[1].endswith("\ttr1")  # raw kept for bad rows only
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2. Clean
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.spark
+def test_drop_untracked_and_time_window(spark):
+    df = plays(spark, [("u1", 0, "t1", "A"), ("u1", 10, None, "B"), ("u1", 20, "t3", "C"), ("u1", None, "t4", "D")])
+    assert [r["track_name"] for r in df.transform(L.drop_untracked).collect()] == ["A", "C", "D"]
+    windowed = df.transform(L.filter_time_window, at(10), at(20))  # [start, end): 10 in, 20 out, None out
+    assert [r["track_name"] for r in windowed.collect()] == ["B"]
+    assert df.transform(L.filter_time_window, None, None).count() == 4
+
+
+@pytest.mark.spark
+def test_drop_duplicate_plays(spark):
+    df = plays(
+        spark,
+        [
+            ("u1", 0, "t1", "A"),
+            ("u1", 0, "t1", "A"),  # exact duplicate -> dropped
+            ("u1", 0, "t1", "A (remaster)"),  # same user, time and MBID -> duplicate too
+            ("u1", 0, "t2", "B"),  # same time, other track -> kept
+            ("u2", 0, "t1", "A"),  # other user -> kept
+            ("u1", 5, None, "C"),
+            ("u1", 5, None, "C"),  # untracked duplicate (same names) -> dropped
+            ("u1", 5, None, "D"),  # untracked, other name -> kept
+            ("u1", 9, "t1", "A"),  # same track later -> kept
+        ],
+    )
+    result = df.transform(L.drop_duplicate_plays).select("user_id", "timestamp", "track_id", "track_name")
+    expected = spark.createDataFrame(
+        [("u1", at(0), "t1", "A"), ("u1", at(0), "t2", "B"), ("u2", at(0), "t1", "A"), ("u1", at(5), None, "C"),
+         ("u1", at(5), None, "D"), ("u1", at(9), "t1", "A")],
+        "user_id string, timestamp timestamp, track_id string, track_name string",
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 3. Sessionize
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.spark
+def test_with_sessions_gap_boundary_ties_and_positions(spark):
+    df = plays(
+        spark,
+        [
+            ("u1", 0, "t2", "B"),
+            ("u1", 0, "t1", "A"),  # tie at t=0: ordered by track id -> t1 first
+            ("u1", 1200, "t3", "C"),  # exactly 1200 s -> same session
+            ("u1", 2401, "t4", "D"),  # 1201 s -> new session
+            ("u1", 2401, None, "E"),  # tie, untracked (null track id sorts first)
+            ("u2", 5000, "t1", "A"),
+            ("u2", 9999, "t1", "A"),
+        ],
+    )
+    result = df.transform(L.with_sessions, 1200).select("user_id", "track_name", "session_seq", "position")
+    expected = spark.createDataFrame(
+        [("u1", "A", 1, 0), ("u1", "B", 1, 1), ("u1", "C", 1, 2), ("u1", "E", 2, 0), ("u1", "D", 2, 1),
+         ("u2", "A", 1, 0), ("u2", "A", 2, 0)],
+        "user_id string, track_name string, session_seq int, position int",
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+    # the gap is configurable
+    wider = df.transform(L.with_sessions, 1201).where(F.col("user_id") == "u1")
+    assert {r["session_seq"] for r in wider.collect()} == {1}
+
+
+@pytest.mark.spark
+def test_filter_users_by_sessions_keeps_exactly_six(spark):
+    rows = [("six", i * 10_000, "t1", "A") for i in range(6)] + [("five", i * 10_000, "t1", "A") for i in range(5)]
+    rows += [("five", 4 * 10_000 + 60, "t2", "B")]  # a second play in the 5th session is not a 6th session
+    df = plays(spark, rows).transform(L.with_sessions, 1200)
+    kept = df.transform(L.filter_users_by_sessions, 6)
+    assert {r["user_id"] for r in kept.collect()} == {"six"} and kept.count() == 6
+    assert df.transform(L.filter_users_by_sessions, 5).select("user_id").distinct().count() == 2
+
+
+@pytest.mark.spark
+def test_with_session_id_unique_and_deterministic(spark):
+    df = plays(spark, [("ub", 0, "t1", "A"), ("ub", 5000, "t1", "A"), ("ua", 0, "t1", "A")]).transform(
+        L.with_sessions, 1200
+    )
+    ranks_df = L.user_ranks(df)
+    result = df.transform(L.with_session_id, ranks_df).select("user_id", "session_seq", "session_id")
+    expected = spark.createDataFrame(
+        [("ua", 1, (1 << 32) + 1), ("ub", 1, (2 << 32) + 1), ("ub", 2, (2 << 32) + 2)],
+        "user_id string, session_seq int, session_id long",
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 4. Tags
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.spark
+def test_with_parsed_tags_and_rejects(spark):
+    header = ["traid", "tag", "count"]
+    lines_df = spark.createDataFrame(
+        [("traid\ttag\tcount",), ("t1\t Rock \t100",), ("t1\tpop\tlots",), ("t2\t\t5",), ("t3\tjazz",), (None,)],
+        "value string",
+    )
+    result = lines_df.transform(L.with_parsed_tags, header).select("traid", "tag", "count", "reason")
+    expected = spark.createDataFrame(
+        [("t1", "rock", 100, None), ("t1", "pop", None, "count is not an integer"), ("t2", None, 5, "missing tag"),
+         ("t3", "jazz", None, "wrong number of fields (expected 3 tab-separated)")],
+        "traid string, tag string, count int, reason string",
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.spark
+def test_with_top_tags_k_ties_duplicates_and_min_weight(spark):
+    tags_df = spark.createDataFrame(
+        [("t1", "rock", 100), ("t1", "pop", 50), ("t1", "indie", 50), ("t1", "jazz", 10), ("t1", "pop", 90),
+         ("t2", "metal", 3), ("t2", "80s", 1), ("t3", "x", None)],
+        "traid string, tag string, count int",
+    )
+    result = tags_df.transform(L.with_top_tags, 3)
+    expected = spark.createDataFrame(
+        [("t1", ["rock", "pop", "indie"]), ("t2", ["metal", "80s"])], "track_id string, tags array<string>"
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+    heavy = tags_df.transform(L.with_top_tags, 3, min_weight=3)
+    assert {r["track_id"]: r["tags"] for r in heavy.collect()} == {"t1": ["rock", "pop", "indie"], "t2": ["metal"]}
+
+
+@pytest.mark.spark
+def test_apply_tag_policy_drop_or_keep(spark):
+    df = plays(spark, [("u1", 0, "t1", "A"), ("u1", 10, "t2", "B"), ("u1", 20, None, "C")])
+    song_tags_df = spark.createDataFrame([("t1", ["rock"])], "track_id string, tags array<string>")
+    dropped = df.transform(L.apply_tag_policy, song_tags_df, drop_untagged=True)
+    assert [r["track_name"] for r in dropped.collect()] == ["A"]
+    assert df.transform(L.apply_tag_policy, song_tags_df, drop_untagged=False).count() == 3
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 5./6. Vocab lookups, sequences and splits
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.spark
+def test_build_song_lookup_pads_and_oov_tags(spark):
+    song_vocab_df = spark.createDataFrame([("t1", 2, 9), ("t2", 3, 5), ("t3", 4, 1)], VOCAB_SCHEMA)
+    tag_vocab_df = spark.createDataFrame([("rock", 2, 3), ("pop", 3, 1)], VOCAB_SCHEMA)
+    song_tags_df = spark.createDataFrame(
+        [("t1", ["pop", "rock", "rare"]), ("t2", ["rock"]), ("t9", ["pop"])], "track_id string, tags array<string>"
+    )
+    result = L.build_song_lookup(song_vocab_df, song_tags_df, tag_vocab_df, 4)
+    expected = spark.createDataFrame(
+        [("t1", 2, [3, 2, 1, 0]), ("t2", 3, [2, 0, 0, 0]), ("t3", 4, [0, 0, 0, 0])],
+        "track_id string, song_idx int, tags array<int>",
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.spark
+def test_build_sessions_order_cut_min_length_and_tags(spark):
+    seq_df = spark.createDataFrame(
+        [
+            ("u1", 10, 2, at(20), "t3"), ("u1", 10, 0, at(0), "t1"), ("u1", 10, 1, at(10), "t2"),  # 3 plays
+            ("u1", 11, 0, at(5000), "t1"),  # 1 play -> dropped (min_length 2)
+            ("u2", 20, 0, at(100), "t2"), ("u2", 20, 1, at(110), "t9"),  # t9 not in the vocab -> OOV 1
+        ],
+        "user_id string, session_id long, position int, timestamp timestamp, track_id string",
+    )
+    lookup_df = spark.createDataFrame(
+        [("t1", 2, [5, 0]), ("t2", 3, [6, 5]), ("t3", 4, [0, 0])], "track_id string, song_idx int, tags array<int>"
+    )
+    user_vocab_df = spark.createDataFrame([("u1", 2, 4), ("u2", 3, 2)], VOCAB_SCHEMA)
+    result = L.build_sessions(seq_df, lookup_df, user_vocab_df, min_length=2, max_length=2, top_k=2)
+    expected = spark.createDataFrame(
+        [(10, 2, at(0), [2, 3], [5, 0, 6, 5], 2), (20, 3, at(100), [3, 1], [6, 5, 0, 0], 2)],
+        "session_id long, user_idx int, start_ts timestamp, songs array<int>, song_tags array<int>, length int",
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.spark
+def test_split_by_time_every_test_session_starts_after_every_train_session(spark):
+    # 20 sessions; starts 0..18 once each, and two sessions share the start at the 80% boundary
+    starts = list(range(19)) + [16]
+    sessions_df = spark.createDataFrame(
+        [(i, at(s * 3600)) for i, s in enumerate(starts)], "session_id long, start_ts timestamp"
+    )
+    valid_start, test_start = L.split_cutoffs(sessions_df, 0.1, 0.1)
+    split_df = sessions_df.transform(L.with_split, valid_start, test_start)
+    rows = split_df.collect()
+    by_split = {s: [r["start_ts"] for r in rows if r["split"] == s] for s in L.SPLITS}
+    assert all(by_split.values())
+    assert max(by_split["train"]) < min(by_split["valid"]) <= max(by_split["valid"]) < min(by_split["test"])
+    boundary = [r["split"] for r in rows if r["start_ts"] == at(16 * 3600)]
+    assert len(set(boundary)) == 1  # ties at a boundary stay together
+    assert len(by_split["train"]) in (15, 16, 17)
+    # no valid split: train directly before test
+    v, t = L.split_cutoffs(sessions_df, 0.0, 0.25)
+    only = sessions_df.transform(L.with_split, v, t, has_valid=False).collect()
+    assert {r["split"] for r in only} == {"train", "test"}
+    assert max(r["start_ts"] for r in only if r["split"] == "train") < min(
+        r["start_ts"] for r in only if r["split"] == "test"
+    )
+    # None case: no sessions at all
+    assert L.split_cutoffs(sessions_df.limit(0), 0.1, 0.1) == (None, None)
