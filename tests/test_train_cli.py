@@ -1,0 +1,173 @@
+"""``jobs/train.py`` and ``jobs/compare.py``: argument errors (exit 2, one line, no traceback), every supported
+(dataset, model) trained or evaluated through the CLI on tiny data, a subprocess run resumed into the same MLflow
+run, and the comparison table."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests import fakedata
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = {  # tiny models and batches so that every run takes a second or two
+    "gru": ["model.song_dim=8", "model.tag_dim=4", "model.hidden=8", "model.attention_dim=8", "data.batch_size=64"],
+    "ncf": ["model.factors=4", "model.mlp_layers=[8,4]", "data.batch_size=64", "data.loo_negatives=50"],
+    "dnn": ["model.embedding_dim=4", "model.hidden=[8]", "data.batch_size=64"],
+    "logreg": ["data.batch_size=64"],
+    "pop": [],
+    "cooc": [],
+}
+
+
+def _job(name):
+    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train_job():
+    return _job("train")
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    fakedata.write_lastfm(root / "lastfm", n_songs=150)
+    fakedata.write_kkbox(root / "kkbox", n_train=400, row_group_size=100)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def _args(model, data, run_dir, uri, epochs=2, extra=()):
+    args = ["--model", model, "--data", str(data), "--epochs", str(epochs), "--run-dir", str(run_dir),
+            "--tracking-uri", uri]
+    for item in SMALL[model] + list(extra):
+        args += ["--set", item]
+    if model not in ("pop", "cooc"):
+        args += ["--set", "train.progress=false"]
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# argument errors
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_help(train_job, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_job.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--model", "--data", "--conf", "--set", "--epochs", "--resume", "--tracking-uri", "--run-dir", "--device", "--seed"):
+        assert flag in out
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing-folder", "data folder not found: {missing}"),
+        ("missing-manifest", "{empty}/_MANIFEST.json: manifest not found"),
+        ("wrong-model", "model 'gru' does not apply to the kkbox dataset"),
+        ("wrong-model-2", "model 'dnn' does not apply to the lastfm dataset"),
+        ("bad-override", "unknown key 'train.nope'"),
+        ("bad-value", "expected an integer"),
+        ("resume-nothing", "--resume: no checkpoint at"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(case, message, train_job, datasets, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = tmp_path / "missing"
+    argv = {
+        "missing-folder": ["--model", "gru", "--data", str(missing)],
+        "missing-manifest": ["--model", "gru", "--data", str(empty)],
+        "wrong-model": ["--model", "gru", "--data", str(datasets / "kkbox")],
+        "wrong-model-2": ["--model", "dnn", "--data", str(datasets / "lastfm")],
+        "bad-override": ["--model", "gru", "--data", str(datasets / "lastfm"), "--set", "train.nope=1"],
+        "bad-value": ["--model", "gru", "--data", str(datasets / "lastfm"), "--set", "model.hidden=big"],
+        "resume-nothing": ["--model", "gru", "--data", str(datasets / "lastfm"), "--resume", "--run-dir", str(tmp_path / "r"),
+                           "--tracking-uri", "none"],
+    }[case]
+    assert train_job.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train.py: error: ")
+    assert message.format(missing=missing, empty=empty) in err[0]
+
+
+@pytest.mark.e2e
+def test_subprocess_bad_data_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "jobs/train.py", "--model", "pop", "--data", str(tmp_path / "nope")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"train.py: error: data folder not found: {tmp_path / 'nope'}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# every supported combination, in-process
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.e2e
+@pytest.mark.parametrize("dataset, model", [
+    ("kkbox", "pop"), ("kkbox", "logreg"), ("kkbox", "dnn"), ("kkbox", "ncf"),
+    ("lastfm", "pop"), ("lastfm", "cooc"), ("lastfm", "ncf"),
+])
+def test_every_supported_model_runs(dataset, model, train_job, datasets, tracking, tmp_path, capsys):
+    assert train_job.main(_args(model, datasets / dataset, tmp_path / "run", tracking)) == 0
+    out = capsys.readouterr().out
+    assert out.count("resolved config:") == 1 and "done: model=" in out
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name(f"musicrec-{dataset}")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.model = '{model}'")
+    assert run.info.status == "FINISHED"
+    main = {"kkbox": "best_valid_auc", "lastfm": "test_loo_hr_at_10" if model == "ncf" else "test_hr_at_10"}[dataset]
+    assert 0 <= run.data.metrics[main] <= 1
+    if model in ("pop", "cooc"):
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "baseline")] == [f"baseline/{model}.pkl"]
+    else:
+        assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "best.pt").is_file()
+        assert client.search_logged_models([experiment.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a real subprocess run, killed (stopped after 2 of 3 epochs) and resumed into the same MLflow run; then compare
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_subprocess_train_resume_and_compare(datasets, tracking, tmp_path, capsys):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    run_dir = tmp_path / "gru"
+    first = subprocess.run([sys.executable, "jobs/train.py", *_args("gru", datasets / "lastfm", run_dir, tracking, epochs=2)],
+                           cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("resolved config:") == 1
+    resumed = subprocess.run([sys.executable, "jobs/train.py", *_args("gru", datasets / "lastfm", run_dir, tracking, epochs=3),
+                              "--resume"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout and "after epoch 2" in resumed.stdout
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("musicrec-lastfm")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.model = 'gru'")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_hr_at_10")] == [1, 2, 3]
+    assert run.data.params["model.hidden"] == "8" and run.data.tags["musicrec.resumed"] == "true"
+
+    compare = _job("compare")
+    assert compare.main(["--tracking-uri", tracking, "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert "| model | hr@10 | ndcg@10 | mrr@10 | loo_hr@10 | loo_ndcg@10 | from | run |" in out
+    assert "| gru |" in out
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 1000
+    (cmp_run,) = client.search_runs([client.get_experiment_by_name("musicrec-compare").experiment_id])
+    assert {a.path for a in client.list_artifacts(cmp_run.info.run_id)} >= {"comparison.md", "comparison.png"}
