@@ -3,14 +3,16 @@
     python jobs/compare.py                          # the project's local store, output in runs/compare/
     python jobs/compare.py --tracking-uri sqlite:///path/mlflow.db --out DIR
 
-Reads every finished run of the ``musicrec-<dataset>`` experiments (client API), keeps the best run per
+Reads every finished run of the ``musicrec-<dataset>`` experiments (client API), keeps the runs on each dataset's
+newest data (the ``data.fingerprint`` tag of its newest run; ``--all-data`` keeps all), the best run per
 (dataset, model) by its main metric, prints one table per dataset, writes ``comparison.md``, ``comparison.csv``
 and ``comparison.png`` to ``--out`` and logs them as artifacts of a new run in experiment ``musicrec-compare``.
 
 Which numbers: test-split metrics (``test_*``) where the run has them, else the best epoch's validation metrics
 (``best_valid_*``; the KKBOX test split has no labels). KKBOX: auc, logloss (best = highest auc). Last.fm: hr@10,
 ndcg@10, mrr@10 of next-song prediction against all songs, and loo_hr@10 / loo_ndcg@10 of NCF's leave-one-out
-protocol (best = highest hr@10, or loo_hr@10 for a model that only has that).
+protocol (best = highest hr@10, or loo_hr@10 for a model that only has that). The best run is chosen by its
+VALIDATION value of that metric; the table shows its test values.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "compare",
                         help="folder for comparison.md / .csv / .png (default: runs/compare)")
+    parser.add_argument("--all-data", action="store_true",
+                        help="compare runs on any data (default: only runs on the data of each dataset's newest run)")
     parser.add_argument("--no-log", action="store_true", help="do not log the comparison as an MLflow run")
     return parser
 
@@ -62,8 +66,24 @@ def run_values(run, dataset: str) -> tuple[dict[str, float], str]:
     return values, "/".join(sorted(sources)) or "-"
 
 
+def latest_data_only(runs) -> tuple[list, dict[str, str]]:
+    """The runs on each dataset's most recently used data (same ``data.fingerprint`` tag as the newest run), so
+    the table never compares models trained on different feature outputs; and {dataset: that fingerprint}."""
+    newest: dict[str, tuple[int, str]] = {}
+    for run in runs:
+        dataset, fp = run.data.tags.get("dataset"), run.data.tags.get("data.fingerprint", "")
+        start = run.info.start_time or 0
+        if dataset and (dataset not in newest or start > newest[dataset][0]):
+            newest[dataset] = (start, fp)
+    chosen = {dataset: fp for dataset, (_, fp) in newest.items()}
+    kept = [r for r in runs if chosen.get(r.data.tags.get("dataset")) == r.data.tags.get("data.fingerprint", "")]
+    return kept, chosen
+
+
 def best_runs(runs) -> list[dict]:
-    """One row per (dataset, model): the run with the highest ranking metric."""
+    """One row per (dataset, model): the run with the highest validation value of the ranking metric."""
+    from musicrec.tracking import metric_key
+
     best: dict[tuple[str, str], dict] = {}
     for run in runs:
         dataset, model = run.data.tags.get("dataset"), run.data.tags.get("model")
@@ -73,13 +93,15 @@ def best_runs(runs) -> list[dict]:
         rank_metric = next((m for m in RANK_BY[dataset] if m in values), None)
         if rank_metric is None:
             continue
+        # pick runs by their validation score (no model selection on the test split); show test numbers
+        score = run.data.metrics.get(metric_key(f"best_valid_{rank_metric}"), values[rank_metric])
         row = {"dataset": dataset, "model": model, "run_id": run.info.run_id, "source": source,
-               "rank_metric": rank_metric, "score": values[rank_metric], **values,
-               "start": run.info.start_time or 0}
+               "rank_metric": rank_metric, "score": score, **values, "start": run.info.start_time or 0}
         key = (dataset, model)
         if key not in best or row["score"] > best[key]["score"]:
             best[key] = row
-    return sorted(best.values(), key=lambda r: (r["dataset"], -r["score"], r["model"]))
+    return sorted(best.values(), key=lambda r: (r["dataset"], r["rank_metric"] != RANK_BY[r["dataset"]][0],
+                                                -r.get(r["rank_metric"], 0.0), r["model"]))
 
 
 def format_table(rows: list[dict]) -> str:
@@ -140,12 +162,21 @@ def main(argv: list[str] | None = None) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri)
     client = MlflowClient(uri)
-    rows = best_runs(search_musicrec_runs(client))
+    runs = [r for r in search_musicrec_runs(client) if r.info.status == "FINISHED"]
+    if args.all_data:
+        data_note = "runs on any data"
+    else:
+        kept, chosen = latest_data_only(runs)
+        data_note = "data " + ", ".join(f"{d}={fp[:8]}" for d, fp in sorted(chosen.items()))
+        if len(kept) < len(runs):
+            data_note += f"; {len(runs) - len(kept)} run(s) on older data left out (--all-data includes them)"
+        runs = kept
+    rows = best_runs(runs)
     if not rows:
         print(f"compare.py: no finished musicrec training runs in {uri}")
         return 0
     table = format_table(rows)
-    print(f"best run per (dataset, model) in {uri}:\n")
+    print(f"best run per (dataset, model) in {uri} ({data_note}):\n")
     print(table)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -142,7 +142,7 @@ def run_baseline(args, manifest, config, data_config, train_config) -> int:
     from musicrec import baselines
     from musicrec.distributed import get_backend
     from musicrec.loader import manifest_fingerprint
-    from musicrec.training import evaluate_baseline, seed_everything
+    from musicrec.training import BaselineScorer, evaluate, evaluate_baseline, seed_everything
 
     backend = get_backend("auto")
     seed_everything(train_config.seed)
@@ -174,6 +174,14 @@ def run_baseline(args, manifest, config, data_config, train_config) -> int:
         result = evaluate_baseline(baseline, eval_loader=data.eval_loader, kind=kind, config=train_config,
                                    backend=backend, tracker=tracker)
         tracker.log_final({"fit_time_s": fit_s})
+        if args.model == "pop" and kind == "next_song":  # popularity is user-level too: NCF's protocol applies
+            loo = {}
+            for split, prefix in (("valid", "best_valid_"), ("test", "test_")):
+                metrics = evaluate(BaselineScorer(baseline, "loo"), data.loo_loader(split), "loo", backend,
+                                   loo_k=train_config.loo_k)
+                loo.update({prefix + k: v for k, v in metrics.items() if k != "count"})
+            tracker.log_final(loo)
+            print("leave-one-out: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(loo.items())), flush=True)
         tracker.log_baseline(baseline, args.model)
         status = "FINISHED"
     finally:

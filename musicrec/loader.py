@@ -109,13 +109,17 @@ def manifest_fingerprint(manifest: Mapping[str, Any]) -> str:
 
 
 def split_dir(data_dir: str | Path, manifest: Mapping[str, Any], split: str) -> Path:
-    """The Parquet folder of ``split`` (``sessions/<split>`` for Last.fm, ``<split>`` for KKBOX)."""
+    """The Parquet folder of ``split``: ``manifest["splits"][split]`` relative to the data folder (the Last.fm job
+    writes ``sessions/train``), or under ``sessions/`` for a Last.fm manifest that names only ``train``."""
     name = manifest["splits"][split]
     base = Path(data_dir).resolve()
-    path = base / "sessions" / name if manifest["dataset"] == "lastfm" else base / name
-    if not path.is_dir():
-        raise DataError(f"{path}: split folder {split!r} named in the manifest does not exist")
-    return path
+    candidates = [base / name]
+    if manifest["dataset"] == "lastfm":
+        candidates.append(base / "sessions" / name)
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise DataError(f"{candidates[-1]}: folder of split {split!r} ({name!r} in {MANIFEST_NAME}) does not exist")
 
 
 def parquet_schema(path: Path):
@@ -591,8 +595,16 @@ class Data:
 
     def eval_loader(self, split: str) -> EpochLoader:
         """All examples of ``split`` for this shard, in order (for evaluation: sums are all-reduced over shards)."""
-        view = "loo" if self.view == "ncf" else self.view
-        return EpochLoader(self, split, view, 0, False, self.cur_shard, self.shard_count)
+        if self.view == "ncf":
+            return self.loo_loader(split)
+        return EpochLoader(self, split, self.view, 0, False, self.cur_shard, self.shard_count)
+
+    def loo_loader(self, split: str) -> EpochLoader:
+        """The leave-one-out set of a Last.fm ``split`` (NCF's evaluation; any user-level scorer can use it)."""
+        if self.dataset != "lastfm":
+            raise DataError(f"{self.data_dir}: the leave-one-out set is built from Last.fm sessions, not {self.dataset}")
+        check_columns(self.path(split), {SESSION_ID: "int", USER_IDX: "int", START_TS: "timestamp", SONGS: "array"})
+        return EpochLoader(self, split, "loo", 0, False, self.cur_shard, self.shard_count)
 
     def make_chunk(self, view: str, raw: dict[str, np.ndarray], rng: np.random.Generator):
         if view == "rows":

@@ -95,15 +95,21 @@ def get_or_create_experiment(client, name: str, uri: str) -> str:
 
 
 def plot_learning_curves(history: list[Mapping[str, float]], path: str | Path, title: str = "") -> Path:
-    """A PNG with the train/valid loss and every validation metric per epoch (matplotlib, Agg backend)."""
+    """A PNG with the train/valid loss and the main validation metrics per epoch (matplotlib, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in history]
+    from matplotlib.ticker import MaxNLocator
+
     metric_keys = sorted({k for r in history for k in r if k.startswith("valid_") and k != "valid_loss"})
+    main_keys = [k for k in metric_keys if k.endswith("@10") or k in ("valid_auc", "valid_logloss")]
+    metric_keys = main_keys or metric_keys  # the @10 ranking metrics, or AUC and log loss
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for key in ("train_loss", "valid_loss"):
         if any(key in r for r in history):
             axes[0].plot(epochs, [r.get(key, float("nan")) for r in history], marker="o", label=key)

@@ -470,7 +470,7 @@ def fit(
         tracker.log_final(final)
         tracker.log_curves(state.history)
         if test:
-            print("test: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(test.items())), flush=True)
+            print(_test_line(test), flush=True)
     return FitResult(history=state.history, best_epoch=state.best_epoch, best_metric=state.best_metric,
                      metric=metric, best_valid=best_valid, test=test, stopped_early=state.stopped_early)
 
@@ -504,7 +504,7 @@ def evaluate_baseline(
         final["best_epoch"] = 1
         tracker.log_final(final)
         if test:
-            print("test: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(test.items())), flush=True)
+            print(_test_line(test), flush=True)
     return FitResult(history=[record], best_epoch=1, best_metric=valid.get(metric), metric=metric, best_valid=record,
                      test=test, stopped_early=False)
 
@@ -514,7 +514,13 @@ def _progress(enabled: bool, desc: str):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(desc=desc, unit="ex", unit_scale=True, leave=False, dynamic_ncols=True, mininterval=0.5)
+    # disable=None: no bar when stderr is not a terminal (logs of horovodrun, the pipeline, CI)
+    return tqdm(desc=desc, unit="ex", unit_scale=True, leave=False, dynamic_ncols=True, mininterval=0.5, disable=None)
+
+
+def _test_line(test: Mapping[str, float]) -> str:
+    shown = [k for k in sorted(test) if k in ("auc", "logloss", "loss") or k.endswith("@10")]
+    return "test: " + "  ".join(f"{k}={test[k]:.4f}" for k in shown)
 
 
 def _epoch_line(record: Mapping[str, float], metric: str) -> str:

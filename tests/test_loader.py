@@ -242,3 +242,18 @@ def test_index_beyond_the_vocab_is_a_clear_error(lastfm_dir, tmp_path):
 def test_wrong_view_for_the_dataset(kkbox_dir):
     with pytest.raises(DataError, match="kkbox dataset has views"):
         Data(kkbox_dir, "next_song")
+
+
+def test_split_paths_relative_to_the_data_folder(lastfm_dir, tmp_path):
+    """The Last.fm feature job names its splits ``sessions/train``; the contract's example says ``train``."""
+    copy = tmp_path / "lf"
+    shutil.copytree(lastfm_dir, copy)
+    manifest = json.loads((copy / "_MANIFEST.json").read_text())
+    manifest["splits"] = {s: f"sessions/{s}" for s in ("train", "valid", "test")}
+    (copy / "_MANIFEST.json").write_text(json.dumps(manifest))
+    data = Data(copy, "next_song")
+    assert data.path("valid") == (copy / "sessions" / "valid").resolve()
+    manifest["splits"]["test"] = "sessions/nope"
+    (copy / "_MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"folder of split 'test' \('sessions/nope' in _MANIFEST.json\) does not exist"):
+        Data(copy, "next_song")

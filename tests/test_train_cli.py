@@ -171,3 +171,24 @@ def test_subprocess_train_resume_and_compare(datasets, tracking, tmp_path, capsy
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 1000
     (cmp_run,) = client.search_runs([client.get_experiment_by_name("musicrec-compare").experiment_id])
     assert {a.path for a in client.list_artifacts(cmp_run.info.run_id)} >= {"comparison.md", "comparison.png"}
+
+
+@pytest.mark.unit
+def test_compare_picks_by_validation_on_the_newest_data():
+    from types import SimpleNamespace as NS
+
+    compare = _job("compare")
+
+    def run(run_id, model, fp, start, valid, test):
+        metrics = {"best_valid_hr_at_10": valid, "test_hr_at_10": test, "test_ndcg_at_10": test / 2}
+        return NS(info=NS(run_id=run_id, status="FINISHED", start_time=start),
+                  data=NS(tags={"dataset": "lastfm", "model": model, "data.fingerprint": fp}, metrics=metrics))
+
+    runs = [run("old", "gru", "A", 1, 0.9, 0.9), run("g1", "gru", "B", 2, 0.5, 0.2), run("g2", "gru", "B", 3, 0.4, 0.3),
+            run("p1", "pop", "B", 4, 0.1, 0.1)]
+    kept, chosen = compare.latest_data_only(runs)
+    assert chosen == {"lastfm": "B"} and [r.info.run_id for r in kept] == ["g1", "g2", "p1"]
+    rows = compare.best_runs(kept)
+    assert [(r["model"], r["run_id"], r["hr@10"]) for r in rows] == [("gru", "g1", 0.2), ("pop", "p1", 0.1)]
+    table = compare.format_table(rows)
+    assert "| gru | 0.2000 | 0.1000 |  |  |  | test | g1 |" in table
