@@ -18,7 +18,18 @@ backend provides:
 ==========================================  ==========================================================================
 
 ``SingleProcess`` is the identity implementation. A multi-worker implementation (Horovod now, torch.distributed
-later) subclasses ``Backend`` in this file and is picked by ``get_backend(name)``.
+later) subclasses ``Backend`` in this file, registers itself in ``BACKENDS`` with a ``detect()`` that recognizes its
+launcher, and is then picked by ``get_backend("auto")`` (what ``jobs/train.py`` calls).
+
+What the rest of the code assumes of a multi-worker backend:
+
+- ``allreduce_sum`` gets CPU float64 tensors (per-epoch sums) and, once per training step, a one-element float
+  tensor (the loop's "do all workers still have a batch?" check, so shards of unequal size do not hang a collective);
+  ``allgather`` gets CPU float tensors of different lengths per worker.
+- The loaders shard by Parquet row group (``cur_shard = rank``, ``shard_count = size``): every split needs at least
+  ``size`` row groups.
+- Only the root writes checkpoints; on ``--resume`` every worker reads ``last.pt``, so the run directory must be
+  visible to all workers (one host, or a shared file system).
 """
 
 from __future__ import annotations

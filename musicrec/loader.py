@@ -17,7 +17,7 @@ view             datasets / models           one example = ...
 ``pairs``        lastfm: ncf (train)         (user, song) of a training session (each distinct song of a session
                                              once, OOV skipped) with target 1, plus ``num_negatives`` sampled songs
                                              the user never played in training with target 0
-``loo``          lastfm: ncf (valid/test)    leave-one-out: per user, the last song of the user's last session in
+``loo``          lastfm: ncf (valid/test)    leave-one-out: per user, the last non-OOV song of its last session in
                                              the split, ``candidates`` (B, 1 + N) = [that song, N sampled songs the
                                              user never played in training]; ``user_idx`` (B,)
 ===============  ==========================  =======================================================================

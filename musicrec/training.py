@@ -9,7 +9,8 @@ Evaluation protocols (``kind``):
 - ``binary`` (KKBOX rows, NCF on KKBOX): AUC and log loss over the predictions of ALL workers (``allgather``);
   rows with a null target (the KKBOX test split) are skipped, so a split without labels has no metrics.
 - ``next_song`` (Last.fm sessions): rank of the true next song among ALL songs (padding and OOV masked with -inf)
-  -> hr/ndcg/mrr@{1,5,10,20}; per-worker sums are all-reduced.
+  -> hr/ndcg/mrr@{1,5,10,20}; per-worker sums are all-reduced. A prefix whose next song is OOV (a rare song, index
+  1) stays in the denominator and can never be hit, as with any recommender that cannot name unseen songs.
 - ``loo`` (NCF on Last.fm): rank of the held-out song among itself and its sampled negatives (the NCF paper's
   leave-one-out protocol, 99 negatives) -> ``loo_hr@10``, ``loo_ndcg@10``.
 

@@ -22,9 +22,6 @@ from musicrec.training import TrainConfig, fit, seed_everything
 from tests import fakedata
 from tests.test_training import TinyBinary, TinyConfig
 
-pytestmark = pytest.mark.unit
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
@@ -38,6 +35,7 @@ def kkbox_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.unit
 def test_default_store_is_sqlite_inside_the_project(monkeypatch, tmp_path):
     repo = Path(__file__).resolve().parent.parent
     assert default_tracking_uri() == f"sqlite:///{repo / 'mlflow.db'}"
@@ -51,12 +49,14 @@ def test_default_store_is_sqlite_inside_the_project(monkeypatch, tmp_path):
     assert artifact_root("http://server:5000") is None
 
 
+@pytest.mark.unit
 def test_names_and_flattening():
     assert metric_key("valid_hr@10") == "valid_hr_at_10" and display_name("valid_hr_at_10") == "valid_hr@10"
     assert flatten({"train": {"lr": 0.1, "ks": [1, 5]}, "model": {"hidden": (8, 4)}}) == {
         "train.lr": "0.1", "train.ks": "[1, 5]", "model.hidden": "[8, 4]"}
 
 
+# not marked unit: it creates an MLflow store and logs a model (about 10 s)
 def test_run_records_read_back_and_resume_continues_the_run(store, kkbox_dir):
     root, uri = store
     seed_everything(0)
@@ -100,6 +100,7 @@ def test_run_records_read_back_and_resume_continues_the_run(store, kkbox_dir):
     assert client.get_run(tracker.run_id).data.tags["musicrec.resumed"] == "true"
 
 
+@pytest.mark.unit
 def test_disabled_tracker_records_nothing(tmp_path):
     uri = f"sqlite:///{tmp_path / 'never.db'}"
     tracker = MlflowTracker(uri, "kkbox", enabled=False)
