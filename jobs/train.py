@@ -8,8 +8,25 @@ Models: ncf, dnn, logreg, pop on KKBOX; gru, ncf, pop, cooc on Last.fm. The conf
 ``--conf``) with ``--set section.key=value`` overrides, then ``--epochs``/``--seed``/``--device``; the resolved config
 is printed once. Checkpoints go to ``--run-dir`` (default ``runs/<dataset>-<model>``): ``last.pt`` every epoch and
 ``best.pt``; ``--resume`` continues from ``last.pt`` (same MLflow run, same final weights as an uninterrupted run).
-Under a multi-worker launcher the distributed backend is picked automatically (``musicrec.distributed``).
-Exit status: 0 done, 2 bad arguments / data / config / checkpoint (one ``error:`` line, no traceback).
+Under a multi-worker launcher the distributed backend is picked automatically (``musicrec.distributed``):
+
+    horovodrun -np 2 --gloo -H localhost:2 .venv/bin/python jobs/train.py --model dnn --data work/features/kkbox
+
+Every worker reads its Petastorm shard (row group i goes to rank i % N, so each split needs at least N row groups;
+checked before training); ``data.batch_size`` is the GLOBAL batch (``train.global_batch``), split over the workers;
+``train.lr_scaling`` scales the learning rate; only rank 0 prints, writes checkpoints and logs the one MLflow run;
+on a CPU the workers of a host share its cores (torch threads = cores / local workers, unless OMP_NUM_THREADS is
+set). The baselines (pop, cooc) are not trained: under a launcher rank 0 evaluates them alone on all the data and
+the other workers exit at once. jobs/train_on_spark.py runs the same job on Spark executors.
+Exit status: 0 done, 2 bad arguments / data / config / checkpoint (one ``error:`` line, no traceback), 3 another
+worker failed (distributed; ``horovodrun`` then names the failed rank and exits 1).
+
+Debugging and fault injection (environment variables, read by every worker):
+    MUSICREC_DEBUG_ROWS=1          write the ids of every training example each worker took, per epoch, to
+                                   <run dir>/debug_rows/epoch<E>-rank<R>.npz (row_id, session_id, user/song, target)
+    MUSICREC_FAULT_RANK=R MUSICREC_FAULT_AT_STEP=K
+                                   worker R exits with status 17 (os._exit, no clean-up) when it takes its K-th
+                                   training batch (counted from 1 in this process): a crash, to test failure and --resume
 """
 
 from __future__ import annotations
@@ -27,6 +44,9 @@ MODELS = ("ncf", "dnn", "gru", "pop", "cooc", "logreg")
 BASELINES = ("pop", "cooc")
 SUPPORTED = {"kkbox": ("ncf", "dnn", "logreg", "pop"), "lastfm": ("gru", "ncf", "pop", "cooc")}
 KIND_OF_VIEW = {"rows": "binary", "next_song": "next_song", "ncf": "loo"}
+FAULT_EXIT_CODE = 17  # exit status of a worker killed by MUSICREC_FAULT_RANK / MUSICREC_FAULT_AT_STEP
+WORKER_FAILURE_EXIT_CODE = 3
+DEBUG_ROW_COLUMNS = ("row_id", "session_id", "user_idx", "song_idx", "target", "next_song", "lengths")
 
 
 class UsageError(ValueError):
@@ -84,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from musicrec.checkpoint import CheckpointError
     from musicrec.config import ConfigError
+    from musicrec.distributed_horovod import WorkerFailure
     from musicrec.loader import DataError
 
     try:
@@ -91,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ConfigError, CheckpointError, UsageError) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2
+    except WorkerFailure as exc:  # distributed: a peer died; the launcher names it
+        print(f"train.py: error: {exc}", file=sys.stderr, flush=True)
+        return WORKER_FAILURE_EXIT_CODE
 
 
 def run(args) -> int:
@@ -113,11 +137,24 @@ def run(args) -> int:
 
     import yaml
 
-    print(f"train.py: model={args.model} dataset={dataset} data={Path(args.data).resolve()}")
-    print("resolved config:\n" + yaml.safe_dump(config, sort_keys=False).rstrip(), flush=True)
+    from musicrec.distributed import get_backend
+
+    backend = get_backend("auto")  # distributed: Horovod under horovodrun / horovod.spark.run, else one process
+    if args.model in BASELINES and backend.size > 1 and not backend.is_root:
+        print(f"train.py: rank {backend.rank}: {args.model} is a non-learned baseline; rank 0 evaluates it alone, "
+              "this worker has nothing to do", flush=True)
+        return 0
+    if backend.is_root:  # distributed: only rank 0 prints
+        print(f"train.py: model={args.model} dataset={dataset} data={Path(args.data).resolve()}")
+        print("resolved config:\n" + yaml.safe_dump(config, sort_keys=False).rstrip(), flush=True)
     if args.model in BASELINES:
-        return run_baseline(args, manifest, config, data_config, train_config)
-    return run_model(args, manifest, config, data_config, train_config)
+        if backend.size > 1:
+            print(f"note: {args.model} is a non-learned baseline: rank 0 of {backend.size} evaluates it alone on all "
+                  "the data (one MLflow run); the other workers exit", flush=True)
+        from musicrec.distributed import SingleProcess
+
+        return run_baseline(args, manifest, config, data_config, train_config, SingleProcess())
+    return run_model(args, manifest, config, data_config, train_config, backend)
 
 
 def _make_tracker(args, dataset: str, run_name: str, enabled: bool, run_id: str | None = None):
@@ -138,13 +175,11 @@ def _data(args, manifest, data_config, train_config, backend):
     return data, KIND_OF_VIEW[view]
 
 
-def run_baseline(args, manifest, config, data_config, train_config) -> int:
+def run_baseline(args, manifest, config, data_config, train_config, backend) -> int:
     from musicrec import baselines
-    from musicrec.distributed import get_backend
     from musicrec.loader import manifest_fingerprint
     from musicrec.training import BaselineScorer, evaluate, evaluate_baseline, seed_everything
 
-    backend = get_backend("auto")
     seed_everything(train_config.seed)
     data, kind = _data(args, manifest, data_config, train_config, backend)
     vocab = data.song_vocab
@@ -190,18 +225,18 @@ def run_baseline(args, manifest, config, data_config, train_config) -> int:
     return 0
 
 
-def run_model(args, manifest, config, data_config, train_config) -> int:
+def run_model(args, manifest, config, data_config, train_config, backend) -> int:
+    import dataclasses
+
     import numpy as np
     import torch
 
     from musicrec.checkpoint import CheckpointError, Checkpointer
     from musicrec.config import ConfigError
-    from musicrec.distributed import get_backend
     from musicrec.loader import manifest_fingerprint
     from musicrec.models import build_model
     from musicrec.training import fit, resolve_device, seed_everything
 
-    backend = get_backend("auto")
     dataset = manifest["dataset"]
     try:
         device = resolve_device(train_config.device)
@@ -209,8 +244,22 @@ def run_model(args, manifest, config, data_config, train_config) -> int:
         raise ConfigError(str(exc)) from exc
     if device.type == "cuda":
         torch.cuda.set_device(backend.local_rank if device.index is None else device.index)  # distributed: one GPU per worker
+    threads = _share_cores(backend, device)  # distributed: the workers of a host share its cores
+    distributed = {"backend": backend.name, "workers": backend.size, "global_batch": data_config.batch_size}
+    if backend.size > 1:  # distributed: per-worker batch and learning rate
+        try:
+            per_worker = train_config.per_worker_batch(data_config.batch_size, backend.size)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        distributed.update(global_batch=per_worker * backend.size, per_worker_batch=per_worker,
+                           lr=train_config.scaled_lr(backend.size), torch_threads=threads)
+        data_config = dataclasses.replace(data_config, batch_size=per_worker)
+        train_config = dataclasses.replace(train_config, lr=distributed["lr"])
     seed_everything(train_config.seed)
     data, kind = _data(args, manifest, data_config, train_config, backend)
+    if backend.size > 1:  # distributed: Petastorm shards by row group
+        _check_row_groups(data, ["train"] if args.model == "ncf" and dataset == "lastfm" else ["train", "valid", "test"],
+                          backend.size)
     try:
         model = build_model(args.model, manifest, config["model"])
     except (TypeError, ValueError, AssertionError) as exc:
@@ -235,24 +284,29 @@ def run_model(args, manifest, config, data_config, train_config) -> int:
 
         check_compatible(resume_from, model_name=args.model, model_config=asdict(model.config),
                          fingerprint=fingerprint, path=checkpointer.last_path)
-        print(f"resuming {checkpointer.last_path} after epoch {_json_field(resume_from['loop_state'], 'epoch')}")
+        if backend.is_root:
+            print(f"resuming {checkpointer.last_path} after epoch {_json_field(resume_from['loop_state'], 'epoch')}")
     elif checkpointer.exists() and backend.is_root:
         print(f"note: {run_dir} holds an earlier run's checkpoint; this fresh run replaces it (use --resume to continue)")
         for path in (checkpointer.last_path, checkpointer.best_path):
             path.unlink(missing_ok=True)
-    print(f"run dir: {run_dir}  device: {device}  workers: {backend.size}", flush=True)
+    if backend.is_root:
+        print(f"run dir: {run_dir}  device: {device}  workers: {backend.size}", flush=True)
+        if backend.size > 1:
+            print("distributed: " + "  ".join(f"{k}={v}" for k, v in distributed.items()), flush=True)
 
     run_id = (resume_from or {}).get("mlflow_run_id") or None
     tracker, uri = _make_tracker(args, dataset, f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}", backend.is_root,
                                  run_id=run_id)
-    tracker.start(config=config, manifest=manifest, model_name=args.model, data_dir=str(Path(args.data).resolve()),
-                  fingerprint=fingerprint, resumed=resume_from is not None)
+    tracker.start(config={**config, "distributed": distributed}, manifest=manifest, model_name=args.model,
+                  data_dir=str(Path(args.data).resolve()), fingerprint=fingerprint, resumed=resume_from is not None)
+    on_batch, callbacks = _debug_hooks(backend, run_dir)
     status = "FAILED"
     try:
         result = fit(model, train_loader=data.train_loader, eval_loader=data.eval_loader, kind=kind,
                      config=train_config, backend=backend, device=device, checkpointer=checkpointer,
                      tracker=tracker, model_name=args.model, fingerprint=fingerprint, run_config=config,
-                     resume_from=resume_from)
+                     resume_from=resume_from, on_batch=on_batch, callbacks=callbacks)
         if backend.is_root:
             tracker.log_model(model)
         status = "FINISHED"
@@ -261,8 +315,75 @@ def run_model(args, manifest, config, data_config, train_config) -> int:
         raise
     finally:
         tracker.end(status)
-    _summary(args, result, tracker, uri, run_dir)
+    if backend.is_root:
+        _summary(args, result, tracker, uri, run_dir)
     return 0
+
+
+def _share_cores(backend, device) -> int | None:
+    """Distributed on a CPU: torch intra-op threads = this host's cores / its workers (at least 1), so N workers do
+    not run N x cores threads; left alone when OMP_NUM_THREADS is set, on a GPU and for one worker."""
+    import os
+
+    import torch
+
+    if backend.size == 1 or device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // max(1, getattr(backend, "local_size", backend.size)))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _check_row_groups(data, splits: list[str], workers: int) -> None:
+    """Petastorm gives row group i to worker i % N: a split with fewer row groups than workers cannot be sharded."""
+    import pyarrow.dataset as ds
+
+    from musicrec.loader import DataError
+
+    for split in splits:
+        path = data.path(split)
+        count = sum(fragment.metadata.num_row_groups for fragment in ds.dataset(str(path), format="parquet").get_fragments())
+        if count < workers:
+            raise DataError(f"{path}: split {split!r} has {count} Parquet row group(s), fewer than the {workers} workers; "
+                            "Petastorm shards by row group, so each worker needs at least one: write the split as at "
+                            f"least {workers} files / row groups, or run fewer workers")
+
+
+def _debug_hooks(backend, run_dir: Path):
+    """(on_batch, callbacks) for ``fit`` from MUSICREC_DEBUG_ROWS and MUSICREC_FAULT_RANK / MUSICREC_FAULT_AT_STEP."""
+    import os
+
+    import numpy as np
+
+    debug_rows = os.environ.get("MUSICREC_DEBUG_ROWS", "") not in ("", "0")
+    fault_rank = os.environ.get("MUSICREC_FAULT_RANK")
+    fault_step = int(os.environ.get("MUSICREC_FAULT_AT_STEP", "0") or 0)
+    if not debug_rows and fault_rank is None:
+        return None, ()
+    seen: dict[str, list] = {}
+    taken = 0
+
+    def on_batch(epoch, step, batch):
+        nonlocal taken
+        taken += 1
+        if fault_rank is not None and int(fault_rank) == backend.rank and taken == fault_step:
+            print(f"train.py: fault injection: rank {backend.rank} exits with status {FAULT_EXIT_CODE} at its training "
+                  f"batch {taken} (epoch {epoch + 1}, step {step})", file=sys.stderr, flush=True)
+            os._exit(FAULT_EXIT_CODE)
+        if debug_rows:
+            for key in DEBUG_ROW_COLUMNS:
+                if key in batch:
+                    seen.setdefault(key, []).append(batch[key].numpy().copy())
+
+    def write_rows(epoch, state):
+        if debug_rows:
+            folder = run_dir / "debug_rows"
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / f"epoch{epoch}-rank{backend.rank}.npz", **{k: np.concatenate(v) for k, v in seen.items()})
+            seen.clear()
+
+    return on_batch, (write_rows,)
 
 
 def _json_field(blob: str, key: str):

@@ -17,15 +17,18 @@ backend provides:
 ``barrier()``                               wait for every worker
 ==========================================  ==========================================================================
 
-``SingleProcess`` is the identity implementation. A multi-worker implementation (Horovod now, torch.distributed
-later) subclasses ``Backend`` in this file, registers itself in ``BACKENDS`` with a ``detect()`` that recognizes its
-launcher, and is then picked by ``get_backend("auto")`` (what ``jobs/train.py`` calls).
+``SingleProcess`` is the identity implementation. A multi-worker implementation subclasses ``Backend`` in its own
+module, with a ``detect()`` that recognizes its launcher, and is named in ``MULTI_WORKER`` ("module:Class", imported
+only when ``detect_backend``/``get_backend`` look at it, so Horovod stays optional); ``get_backend("auto")`` (what
+``jobs/train.py`` calls) then picks it. Horovod: ``musicrec.distributed_horovod.HorovodBackend`` (``horovodrun``,
+``horovod.spark.run``); a torch.distributed backend (``torchrun``) would sit beside it.
 
 What the rest of the code assumes of a multi-worker backend:
 
-- ``allreduce_sum`` gets CPU float64 tensors (per-epoch sums) and, once per training step, a one-element float
-  tensor (the loop's "do all workers still have a batch?" check, so shards of unequal size do not hang a collective);
-  ``allgather`` gets CPU float tensors of different lengths per worker.
+- ``allreduce_sum`` gets CPU float64 tensors (per-epoch sums) and, once per training step, a one-element float64
+  tensor (the loop's count of this step's examples over all workers: steps go on while any worker has a batch, so
+  shards of unequal size neither hang a collective nor lose rows); ``allgather`` gets CPU float tensors of
+  different lengths per worker (zero included).
 - The loaders shard by Parquet row group (``cur_shard = rank``, ``shard_count = size``): every split needs at least
   ``size`` row groups.
 - Only the root writes checkpoints; on ``--resume`` every worker reads ``last.pt``, so the run directory must be
@@ -140,19 +143,40 @@ class SingleProcess(Backend):
         return None
 
 
-# name -> class; multi-worker backends go BEFORE "single", which ``auto`` falls back to
+# name -> class of the backends already imported; multi-worker backends are added by ``backend_class`` on first use
 BACKENDS: dict[str, type[Backend]] = {"single": SingleProcess}
+# name -> "module:Class" of the multi-worker backends, in the order ``auto`` tries them (``single`` comes last)
+MULTI_WORKER: dict[str, str] = {"horovod": "musicrec.distributed_horovod:HorovodBackend"}
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend ``name``, importing its module on first use."""
+    if name not in BACKENDS:
+        if name not in MULTI_WORKER:
+            raise ValueError(f"unknown distributed backend {name!r}; known: {['auto', *MULTI_WORKER, 'single']}")
+        import importlib
+
+        module_name, class_name = MULTI_WORKER[name].split(":")
+        BACKENDS[name] = getattr(importlib.import_module(module_name), class_name)
+    return BACKENDS[name]
+
+
+def detect_backend() -> type[Backend]:
+    """The class of the first multi-worker backend whose launcher started this process, else ``SingleProcess``;
+    nothing is initialized (a multi-worker module is imported, its framework is not)."""
+    for name in MULTI_WORKER:
+        cls = backend_class(name)
+        if cls.detect():
+            return cls
+    return SingleProcess
 
 
 def get_backend(name: str = "auto") -> Backend:
-    """The backend called ``name``; ``auto`` = the first registered backend whose ``detect()`` is true (a
-    multi-worker backend when launched by its launcher), else ``single``."""
+    """The backend called ``name``, initialized; ``auto`` = ``detect_backend()`` (a multi-worker backend when
+    launched by its launcher, else ``single``)."""
     if name == "auto":
-        ordered = [cls for key, cls in BACKENDS.items() if key != "single"] + [SingleProcess]
-        return next(cls for cls in ordered if cls.detect())()
-    if name not in BACKENDS:
-        raise ValueError(f"unknown distributed backend {name!r}; known: {['auto', *BACKENDS]}")
-    return BACKENDS[name]()
+        return detect_backend()()
+    return backend_class(name)()
 
 
-__all__ = ["BACKENDS", "Backend", "SingleProcess", "get_backend"]
+__all__ = ["BACKENDS", "MULTI_WORKER", "Backend", "SingleProcess", "backend_class", "detect_backend", "get_backend"]

@@ -64,6 +64,8 @@ class TrainConfig:
     progress: bool = True
     ks: tuple[int, ...] = (1, 5, 10, 20)
     loo_k: int = 10
+    global_batch: bool = True  # distributed: data.batch_size is the global batch, split over the workers
+    lr_scaling: str = "auto"  # distributed: lr x f(workers); see LR_SCALINGS and ``scaled_lr``
 
     @classmethod
     def from_dict(cls, section: Mapping[str, Any] | None) -> "TrainConfig":
@@ -79,10 +81,31 @@ class TrainConfig:
         assert cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {sorted(OPTIMIZERS)}, got {cfg.optimizer!r}"
         assert cfg.early_stopping_mode in ("auto", "max", "min"), "early_stopping_mode must be auto, max or min"
         assert cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), f"device {cfg.device!r}?"
+        assert cfg.lr_scaling in LR_SCALINGS, f"lr_scaling must be one of {LR_SCALINGS}, got {cfg.lr_scaling!r}"
         return cfg
+
+    def per_worker_batch(self, batch_size: int, workers: int) -> int:
+        """The training batch each of ``workers`` workers takes: ``batch_size`` / workers when ``global_batch`` (the
+        same global batch, hence the same gradient step, for any number of workers), else ``batch_size``."""
+        if not self.global_batch or workers == 1:
+            return batch_size
+        if batch_size < workers:
+            raise ValueError(f"data.batch_size={batch_size} is the global batch (train.global_batch: true) and cannot "
+                             f"be split over {workers} workers")
+        return batch_size // workers
+
+    def scaled_lr(self, workers: int) -> float:
+        """The learning rate for ``workers`` workers: ``lr`` x workers (``linear``, Goyal et al. 2017), x sqrt(workers)
+        (``sqrt``) or x 1 (``none``); ``auto`` = ``linear`` when the global batch grows with the workers
+        (``global_batch: false``, Horovod's recipe) and ``none`` when it does not."""
+        mode = self.lr_scaling
+        if mode == "auto":
+            mode = "none" if self.global_batch else "linear"
+        return self.lr * {"none": 1.0, "linear": float(workers), "sqrt": math.sqrt(workers)}[mode]
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+LR_SCALINGS = ("auto", "none", "linear", "sqrt")
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -309,7 +332,8 @@ class _NullTracker:
 
 def _in_lockstep(batches: Iterable[Batch], backend: Backend) -> Iterator[Batch]:
     """Yield batches while EVERY worker still has one (shards may differ by a few batches; a collective with a
-    missing partner would hang). Single process: the batches as they are."""
+    missing partner would hang). Single process: the batches as they are. ``fit`` no longer uses it: it dropped the
+    last batches of the longer shards; ``_steps_in_sync`` trains on every row."""
     if backend.size == 1:
         yield from batches
         return
@@ -320,6 +344,28 @@ def _in_lockstep(batches: Iterable[Batch], backend: Backend) -> Iterator[Batch]:
         if float(have.sum()) < backend.size:
             return
         yield batch
+
+
+def _steps_in_sync(batches: Iterable[Batch], backend: Backend) -> Iterator[tuple[Batch | None, int]]:
+    """(this worker's batch, examples in the step over all workers) for every training step of an epoch.
+
+    Single process: every batch. Several workers: one small all-reduce per step counts the step's examples, and steps
+    go on while ANY worker still has a batch (Petastorm shards differ by up to a row group), so every row of every
+    shard is trained on once per epoch and no collective misses a partner; a worker whose shard is used up gets
+    ``None`` and joins the step's gradient average with zero gradients.
+    """
+    if backend.size == 1:
+        for batch in batches:
+            yield batch, batch_size_of(batch)
+        return
+    it = iter(batches)
+    while True:
+        batch = next(it, None)
+        n = 0 if batch is None else batch_size_of(batch)
+        n_step = int(round(float(backend.allreduce_sum(torch.tensor([float(n)], dtype=torch.float64)).sum())))
+        if n_step == 0:
+            return
+        yield batch, n_step
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
@@ -348,10 +394,17 @@ def fit(
     resume_from: Mapping[str, Any] | None = None,
     callbacks: Iterable[Callable[[int, LoopState], None]] = (),
     test_split: str | None = "test",
+    on_batch: Callable[[int, int, Batch], None] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``config.epochs`` epochs with early stopping, then evaluate the best weights on
     ``test_split``. ``resume_from`` is a loaded ``last.pt`` to continue from (checked against the model config and
-    ``fingerprint``). ``callbacks(epoch, state)`` run after each epoch's checkpoint."""
+    ``fingerprint``). ``callbacks(epoch, state)`` run after each epoch's checkpoint; ``on_batch(epoch, step, batch)``
+    sees every training batch this worker takes, before it goes to the device (debug output, fault injection).
+
+    Several workers: ``config.lr`` and the loaders' batch size are used as given (the caller scales them, see
+    ``TrainConfig.scaled_lr`` / ``per_worker_batch``); each worker's mean loss is weighted by its share of the step's
+    examples, so the backend's gradient average is the gradient of the mean over the whole step, even when the
+    workers' batches differ in size (the last batch, or a shard that ran out)."""
     assert kind in KINDS, f"kind must be one of {KINDS}, got {kind!r}"
     backend = backend or SingleProcess()
     tracker = tracker or _NullTracker()
@@ -393,25 +446,33 @@ def fit(
     for epoch in range(state.epoch, config.epochs):
         if state.stopped_early:
             break
-        torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout / sampled softmax of this epoch
+        torch.manual_seed(epoch_seed(config.seed, epoch) + backend.rank)  # dropout / sampled softmax (distributed: per worker)
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         count = 0
         started = time.perf_counter()
         bar = _progress(show_progress, f"epoch {epoch + 1}/{config.epochs}")
-        for step, batch in enumerate(_in_lockstep(train_loader(epoch), backend)):
+        for step, (batch, n_step) in enumerate(_steps_in_sync(train_loader(epoch), backend)):
+            optimizer.zero_grad(set_to_none=True)
+            if batch is None:  # distributed: this shard is used up; join the others' gradient average with zeros
+                backend.optimizer_step(optimizer, scaler, model.parameters(), clip)
+                state.global_step += 1
+                continue
+            if on_batch is not None:
+                on_batch(epoch, step, batch)
             batch = to_device(batch, device)
             n = batch_size_of(batch)
-            optimizer.zero_grad(set_to_none=True)
             with autocast():
                 logits = model(batch)
                 loss = model.loss(batch, logits)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch + 1} step {step}: loss is {float(loss)}; lower train.lr?")
+            # distributed: weight by this worker's share of the step, so the gradient average = mean over the step
+            objective = loss if backend.size == 1 else loss * (n * backend.size / n_step)
             if scaler is not None:
-                scaler.scale(loss).backward()
+                scaler.scale(objective).backward()
             else:
-                loss.backward()
+                objective.backward()
             backend.optimizer_step(optimizer, scaler, model.parameters(), clip)
             loss_sum += loss.detach().double() * n
             count += n

@@ -1,0 +1,167 @@
+"""Horovod behind the ``musicrec.distributed.Backend`` interface: the ONE module of the project that calls Horovod.
+
+``musicrec.distributed.get_backend("auto")`` imports this module lazily and picks ``HorovodBackend`` when the process
+was started by ``horovodrun`` or by ``horovod.spark.run`` (both put ``HOROVOD_RANK`` and ``HOROVOD_SIZE`` in every
+worker's environment). Importing this module does not import Horovod; creating a ``HorovodBackend`` does
+(``hvd.init()``). The training loop never sees Horovod: it calls the ``Backend`` methods, mapped here as
+
+=============================  ==================================================================================
+``allreduce_sum``              ``hvd.allreduce(op=hvd.Sum)`` of one flat float64 CPU tensor (a dict is packed into
+                               one tensor, so a dict of sums costs one collective)
+``allgather``                  ``hvd.allgather`` (rows may differ per worker, zero included), in rank order
+``broadcast_parameters``       ``hvd.broadcast_parameters(model.state_dict())`` and the optimizer's state_dict with
+                               ``hvd.broadcast_object``. Not ``hvd.broadcast_optimizer_state``: on a fresh optimizer
+                               it takes a dummy step with zero gradients, which counts an Adam step (bias correction)
+                               and applies weight decay, so 2 workers would no longer start where 1 worker starts.
+``wrap_optimizer``             ``hvd.DistributedOptimizer(named_parameters=..., op=hvd.Average)``
+``optimizer_step``             ``synchronize()`` -> (AMP unscale) -> clip the averaged gradients ->
+                               ``step()`` under ``skip_synchronize()``, the order Horovod's docs give for clipping
+``barrier``                    ``hvd.barrier()``
+=============================  ==================================================================================
+
+Failure behaviour (Horovod 0.28.1 + Gloo, measured on this project's machines; see tests/test_distributed.py):
+
+- A worker that EXITS (crash, ``os._exit``, OOM kill): the other workers' Gloo sockets see "connection reset" and
+  their next collective raises ``HorovodInternalError`` at once; this module turns it into ``WorkerFailure`` (jobs
+  print one line and exit 3). ``horovodrun`` prints ``Process <rank> exit with status code <code>.``, terminates the
+  remaining workers (SIGTERM, SIGKILL after 5 s) and exits 1 with ``Process name: <rank>`` / ``Exit code: <code>``.
+- A worker that HANGS while alive (never reaches the next collective): Horovod's stall inspector warns after
+  ``HOROVOD_STALL_CHECK_TIME_SECONDS`` and, because ``HOROVOD_STALL_SHUTDOWN_TIME_SECONDS`` is set here (default
+  below; Horovod's own default 0 waits forever), shuts the job down after that many seconds.
+- A worker that is FROZEN or unreachable (its background thread silent too): Gloo operations, including the
+  rendezvous in ``hvd.init()``, time out after ``HOROVOD_GLOO_TIMEOUT_SECONDS``.
+
+``DEFAULT_ENV`` values apply only where the environment does not set them (``horovodrun --gloo-timeout-seconds``
+sets the first one).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from musicrec.distributed import Backend
+
+LAUNCHER_ENV = ("HOROVOD_RANK", "HOROVOD_SIZE")  # set for every worker by horovodrun (Gloo) and horovod.spark.run
+DEFAULT_ENV = {
+    "HOROVOD_GLOO_TIMEOUT_SECONDS": "60",  # Gloo rendezvous and operations (Horovod: 30); 60 s tolerates slow starts
+    "HOROVOD_STALL_CHECK_TIME_SECONDS": "60",  # warn when a worker has not joined a collective for this long
+    "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": "600",  # and shut the job down after this long (Horovod: 0 = never)
+}
+
+
+class WorkerFailure(RuntimeError):
+    """Another worker died or the collective layer shut down; the message names this worker's rank."""
+
+
+class HorovodBackend(Backend):
+    """Horovod with PyTorch (``horovod.torch``); one instance per process, created after the launcher started it."""
+
+    name = "horovod"
+
+    @classmethod
+    def detect(cls) -> bool:
+        return all(key in os.environ for key in LAUNCHER_ENV)
+
+    def __init__(self) -> None:
+        for key, value in DEFAULT_ENV.items():
+            os.environ.setdefault(key, value)
+        import horovod.torch as hvd
+
+        hvd.init()
+        self._hvd = hvd
+
+    # --- who am I ---------------------------------------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        return self._hvd.rank()
+
+    @property
+    def size(self) -> int:
+        return self._hvd.size()
+
+    @property
+    def local_rank(self) -> int:
+        return self._hvd.local_rank()
+
+    @property
+    def local_size(self) -> int:
+        """Workers on this host (to share its cores and GPUs)."""
+        return self._hvd.local_size()
+
+    # --- collectives ------------------------------------------------------------------------------------------------
+    @contextmanager
+    def _failures(self, what: str):
+        """Turn Horovod's shutdown error (a peer died, or the stall inspector gave up) into ``WorkerFailure``."""
+        try:
+            yield
+        except self._hvd.HorovodInternalError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WorkerFailure(f"rank {self.rank} of {self.size}: {what} failed because another worker stopped "
+                                f"(exited, was killed or hung); the launcher's log names it. Horovod: {first_line}") from exc
+
+    def allreduce_sum(self, x: torch.Tensor | Mapping[str, Any]) -> torch.Tensor | dict[str, Any]:
+        if isinstance(x, Mapping):
+            keys = sorted(x)  # the same layout on every worker
+            parts = [torch.as_tensor(x[k]).detach().to("cpu", torch.float64).reshape(-1) for k in keys]
+            flat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+            with self._failures("allreduce"):
+                total = self._hvd.allreduce(flat, op=self._hvd.Sum)
+            out, offset = {}, 0
+            for key, part in zip(keys, parts):
+                value = total[offset: offset + part.numel()]
+                offset += part.numel()
+                original = x[key]
+                if isinstance(original, torch.Tensor):
+                    out[key] = value.reshape(original.shape).to(original.device, original.dtype)
+                else:
+                    out[key] = float(value[0]) if value.numel() == 1 else value.tolist()
+            return {key: out[key] for key in x}
+        with self._failures("allreduce"):
+            total = self._hvd.allreduce(x.detach().cpu(), op=self._hvd.Sum)
+        return total.to(x.device)
+
+    def allgather(self, tensor: torch.Tensor) -> torch.Tensor:
+        with self._failures("allgather"):
+            return self._hvd.allgather(tensor.detach().cpu().contiguous())
+
+    def broadcast_parameters(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        with self._failures("broadcast"):
+            self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+            if optimizer is not None:
+                state = self._hvd.broadcast_object(_to_cpu(optimizer.state_dict()) if self.is_root else None, root_rank=0)
+                if not self.is_root:
+                    optimizer.load_state_dict(state)  # moves the state to each parameter's device
+
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
+        return self._hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
+                                              op=self._hvd.Average)
+
+    def optimizer_step(self, optimizer, scaler, parameters, clip_grad_norm) -> None:
+        """Average the gradients over workers (``synchronize``), then unscale / clip / step exactly as one worker."""
+        with self._failures("gradient allreduce"):
+            optimizer.synchronize()
+        with optimizer.skip_synchronize():
+            super().optimizer_step(optimizer, scaler, parameters, clip_grad_norm)
+
+    def barrier(self) -> None:
+        with self._failures("barrier"):
+            self._hvd.barrier()
+
+
+def _to_cpu(obj):
+    """A copy of a (nested) optimizer state_dict with every tensor on the CPU (for pickling to other workers)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+__all__ = ["DEFAULT_ENV", "HorovodBackend", "WorkerFailure"]
