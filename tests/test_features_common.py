@@ -275,3 +275,16 @@ def test_write_vocab_and_size(spark, tmp_path):
     read_df = spark.read.parquet(str(tmp_path / "o" / "vocab" / "t"))
     assert [tuple(r) for r in read_df.collect()] == [("y", 2, 2), ("x", 3, 1)]
     assert read_df.schema.simpleString() == "struct<token:string,index:int,count:bigint>"
+
+
+@pytest.mark.spark
+def test_column_stats_by_level_nested_stages(spark):
+    df = spark.createDataFrame(
+        [("u1", "a", 1), ("u1", "a", 3), ("u2", None, 3), ("u3", "b", 2), (None, "b", 3)], "user string, song string, lv int"
+    )
+    result = common.column_stats_by_level(df, "lv", [1, 2, 3], ["user", "song"])
+    assert result[1] == (5, {"user": {"count": 4, "unique": 3, "max_freq": 2}, "song": {"count": 4, "unique": 2, "max_freq": 2}})
+    assert result[2] == (4, {"user": {"count": 3, "unique": 3, "max_freq": 1}, "song": {"count": 3, "unique": 2, "max_freq": 2}})
+    assert result[3] == (3, {"user": {"count": 2, "unique": 2, "max_freq": 1}, "song": {"count": 2, "unique": 2, "max_freq": 1}})
+    # the same numbers as column_stats on the materialized stage
+    assert common.column_stats(df.where("lv >= 2"), ["user", "song"]) == result[2]

@@ -165,6 +165,45 @@ def test_with_sessions_gap_boundary_ties_and_positions(spark):
 
 
 @pytest.mark.spark
+def test_with_session_flags_one_pass_with_ineligible_rows_and_duplicates(spark):
+    """The job's single window pass: ineligible rows sort last and are skipped, duplicates are flagged and not
+    counted in positions, every row knows its user's session count; ``with_level`` labels the stages."""
+    rows = [
+        ("u1", 0, "t1", "A", True), ("u1", 0, "t1", "A", True),  # duplicate
+        ("u1", 100, "t2", "B", True),
+        ("u1", 50, None, "X", False),  # untracked, between A and B in time: must not split anything
+        ("u1", 1400, "t3", "C", True),  # 1300 s after B -> session 2
+        ("u1", 1400, "t3", "C", True),  # duplicate
+        ("u1", 2600, "t4", "D", True),  # exactly 1200 s after C -> same session
+        ("u2", 0, None, None, False),  # a user with no eligible play at all
+    ]
+    df = spark.createDataFrame(
+        [(u, at(s), "a1", "Artist", t, n, e) for u, s, t, n, e in rows],
+        PLAYS_DDL + ", is_eligible boolean",
+    ).withColumn("reason", F.lit(None).cast("string"))
+    flagged = df.transform(L.with_session_flags, 1200, eligible_col="is_eligible").transform(
+        L.with_level, 2, drop_untracked=True
+    )
+    result = flagged.select("user_id", "track_name", "is_duplicate", "session_seq", "position", "user_sessions", "level")
+    expected = spark.createDataFrame(
+        [
+            ("u1", "A", False, 1, 0, 2, 5), ("u1", "A", True, None, None, 2, 3), ("u1", "B", False, 1, 1, 2, 5),
+            ("u1", "X", False, None, None, 2, 1), ("u1", "C", False, 2, 0, 2, 5), ("u1", "C", True, None, None, 2, 3),
+            ("u1", "D", False, 2, 1, 2, 5), ("u2", None, False, None, None, 0, 1),
+        ],
+        "user_id string, track_name string, is_duplicate boolean, session_seq int, position int, user_sessions int, level int",
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+    # the same plays through the small stage functions give the same sessions
+    staged = (
+        df.where("is_eligible").drop("is_eligible", "reason").transform(L.drop_duplicate_plays)
+        .transform(L.with_sessions, 1200).select("track_name", "session_seq", "position")
+    )
+    from_flags = result.where("level = 5").select("track_name", "session_seq", "position")
+    assert_df_equality(staged, from_flags, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.spark
 def test_filter_users_by_sessions_keeps_exactly_six(spark):
     rows = [("six", i * 10_000, "t1", "A") for i in range(6)] + [("five", i * 10_000, "t1", "A") for i in range(5)]
     rows += [("five", 4 * 10_000 + 60, "t2", "B")]  # a second play in the 5th session is not a 6th session

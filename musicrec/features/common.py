@@ -319,41 +319,41 @@ def column_stats(df: DataFrame, columns: list[str] | None = None) -> tuple[int, 
 def column_stats_by_level(
     df: DataFrame, level_col: str, levels: list[int], columns: list[str] | None = None
 ) -> dict[int, tuple[int, dict[str, dict[str, int]]]]:
-    """``column_stats`` for several nested stages in ONE aggregation: stage ``k`` = rows with ``level_col >= k``.
+    """``column_stats`` for several nested stages at once: stage ``k`` = rows with ``level_col >= k``.
 
     For a pipeline whose stages only drop rows (read -> tracked -> in window -> deduplicated -> kept), label each
-    row with the last stage it survives and get every stage's table from one pass. Returns ``{k: (rows, stats)}``.
+    row with the last stage it survives and get every stage's table without materializing the stages. One small
+    job per column, grouping by the column's own type (no string casts): on millions of rows that is several
+    times cheaper than one pass over a (column, value-as-string) table. Returns ``{k: (rows, stats)}``; rows come
+    from one extra count per stage-level pass.
     """
     columns = [c for c in (columns if columns is not None else df.columns) if c != level_col]
-    pairs = [F.struct(F.lit(_ROWS_KEY).alias("c"), F.lit("").alias("v"))]
-    pairs += [F.struct(F.lit(name).alias("c"), F.col(name).cast("string").alias("v")) for name in columns]
-    level = F.col("_level")
-    per_value_df = (
-        df.select(F.col(level_col).alias("_level"), F.explode(F.array(*pairs)).alias("_p"))
-        .select("_level", "_p.c", "_p.v")
-        .where(F.col("v").isNotNull())
-        .groupBy("c", "v")
-        .agg(*[F.count_if(level >= F.lit(k)).alias(f"n{i}") for i, k in enumerate(levels)])
-    )
-    aggs = []
-    for i in range(len(levels)):
-        n = F.col(f"n{i}")
-        aggs += [F.sum(n).alias(f"count{i}"), F.count_if(n > 0).alias(f"unique{i}"), F.max(n).alias(f"max{i}")]
-    found = {row["c"]: row for row in per_value_df.groupBy("c").agg(*aggs).collect()}  # one row per column
-    result = {}
-    for i, k in enumerate(levels):
-        rows_row = found.get(_ROWS_KEY)
-        rows = int(rows_row[f"count{i}"] or 0) if rows_row else 0
-        stats = {}
-        for name in columns:
-            row = found.get(name)
-            stats[name] = {
-                "count": int(row[f"count{i}"] or 0) if row else 0,
-                "unique": int(row[f"unique{i}"] or 0) if row else 0,
-                "max_freq": int(row[f"max{i}"] or 0) if row else 0,
+    level = F.col(level_col)
+    per_level = {
+        row["_l"]: row["n"]
+        for row in df.groupBy(level.alias("_l")).agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    results: dict[int, tuple[int, dict]] = {
+        k: (sum(n for lv, n in per_level.items() if lv is not None and lv >= k), {}) for k in levels
+    }
+    for name in columns:
+        per_value_df = (
+            df.where(F.col(name).isNotNull())
+            .groupBy(F.col(name).alias("_v"))
+            .agg(*[F.count_if(level >= F.lit(k)).alias(f"n{i}") for i, k in enumerate(levels)])
+        )
+        aggs = []
+        for i in range(len(levels)):
+            n = F.col(f"n{i}")
+            aggs += [F.sum(n).alias(f"count{i}"), F.count_if(n > 0).alias(f"unique{i}"), F.max(n).alias(f"max{i}")]
+        row = per_value_df.agg(*aggs).first()
+        for i, k in enumerate(levels):
+            results[k][1][name] = {
+                "count": int(row[f"count{i}"] or 0),
+                "unique": int(row[f"unique{i}"] or 0),
+                "max_freq": int(row[f"max{i}"] or 0),
             }
-        result[k] = (rows, stats)
-    return result
+    return results
 
 
 class StatsReport:

@@ -62,7 +62,7 @@ PLAY_ORDER = [TS, TRACK_ID, ARTIST_NAME, TRACK_NAME, ARTIST_ID]
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "input": {"plays_file": LASTFM_PLAYS_FILE, "tags_file": LASTFM_TAGS_FILE},
-    "clean": {"drop_untracked": True, "drop_duplicates": True},
+    "clean": {"drop_untracked": True, "drop_duplicates": True, "max_rejected_fraction": 0.01},
     "window": {"start": None, "end": None, "first_months": None, "last_months": None},
     "sessions": {"gap_seconds": 1200, "min_sessions_per_user": 6},
     "tags": {"required": False, "top_k": 5, "drop_untagged": True, "lowercase": True, "min_tag_weight": 0},
@@ -74,12 +74,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 # Row levels for the one-pass stats: a row's level is the last stage it survives.
-LEVEL_PARSED, LEVEL_TRACKED, LEVEL_IN_WINDOW, LEVEL_DEDUPED, LEVEL_KEPT = 1, 2, 3, 4, 5
+LEVEL = "level"
+LEVEL_REJECTED, LEVEL_PARSED, LEVEL_TRACKED, LEVEL_IN_WINDOW, LEVEL_DEDUPED, LEVEL_KEPT = 0, 1, 2, 3, 4, 5
 STAGE_LEVELS = [
     ("parsed", LEVEL_PARSED), ("tracked", LEVEL_TRACKED), ("in_window", LEVEL_IN_WINDOW),
     ("deduplicated", LEVEL_DEDUPED), ("plays", LEVEL_KEPT),
 ]
-_SESSION_KEY = "\u0000session"  # pseudo column: user + session number, so "unique" counts sessions
 
 
 def log(message: str) -> None:
@@ -129,6 +129,9 @@ def resolve_config(config: dict | None) -> dict:
         value = resolved["window"][key]
         if value is not None:
             resolved["window"][key] = format_instant(parse_instant(value, f"window.{key}"))
+    max_rejected = resolved["clean"]["max_rejected_fraction"]
+    if isinstance(max_rejected, bool) or not isinstance(max_rejected, (int, float)) or not 0 <= max_rejected <= 1:
+        raise InputError(f"config: clean.max_rejected_fraction must be a number in [0, 1] (got {max_rejected!r})")
     fractions = [resolved["split"]["valid_fraction"], resolved["split"]["test_fraction"]]
     if any(isinstance(f, bool) or not isinstance(f, (int, float)) or f < 0 for f in fractions) or sum(fractions) >= 1:
         raise InputError("config: split.valid_fraction and split.test_fraction must be >= 0 and sum to less than 1")
@@ -245,24 +248,48 @@ def filter_time_window(df: DataFrame, start: dt.datetime | None, end: dt.datetim
     return df.where(in_time_window(start, end, col_name=col_name))
 
 
-def user_time_window(*, col_user: str = USER) -> WindowSpec:
-    """Plays of one user in time order, ties broken by track id, artist name, track name, artist id."""
-    return Window.partitionBy(col_user).orderBy(*[F.col(c).asc_nulls_first() for c in PLAY_ORDER])
+ELIGIBLE = "is_eligible"  # bool: the play takes part in dedup and sessionization (good, tracked, in the window)
+
+
+def play_order(*, col_user: str = USER, eligible_col: str | None = None) -> list[Column]:
+    """Sort order of plays: user, then (optionally) eligible plays first, then time and track fields.
+
+    ``sortWithinPartitions(*play_order(...))`` on data hash-partitioned by user is exactly the order the window
+    functions below need, so Spark adds no sort of its own.
+    """
+    order = [F.col(col_user).asc_nulls_first()]
+    if eligible_col:
+        order.append(F.col(eligible_col).desc_nulls_last())
+    return order + [F.col(c).asc_nulls_first() for c in PLAY_ORDER]
+
+
+def user_time_window(*, col_user: str = USER, eligible_col: str | None = None) -> WindowSpec:
+    """Plays of one user in time order, ties broken by track id, artist name, track name, artist id (with
+    ``eligible_col``: eligible plays first, so that the others never sit between two eligible plays)."""
+    return Window.partitionBy(col_user).orderBy(*play_order(col_user=col_user, eligible_col=eligible_col)[1:])
+
+
+def _repeats(prev: Column) -> Column:
+    """Boolean Column: the play repeats ``prev`` (a struct of the previous play): same timestamp and track, i.e.
+    same track MBID or, for plays without one, the same artist and track name. Null-safe; null -> false."""
+    same_track = F.col(TRACK_ID).eqNullSafe(prev[TRACK_ID]) & (
+        F.col(TRACK_ID).isNotNull()
+        | (F.col(ARTIST_NAME).eqNullSafe(prev[ARTIST_NAME]) & F.col(TRACK_NAME).eqNullSafe(prev[TRACK_NAME]))
+    )
+    return F.coalesce((F.col(TS) == prev[TS]) & same_track, F.lit(False))
+
+
+def _previous_play(user_time_w: WindowSpec) -> Column:
+    return F.lag(F.struct(F.col(TS), F.col(TRACK_ID), F.col(ARTIST_NAME), F.col(TRACK_NAME))).over(user_time_w)
 
 
 def with_duplicate_flag(df: DataFrame, *, col_user: str = USER) -> DataFrame:
     """Add ``is_duplicate``: the play repeats the previous one of the same user (same timestamp and track: same MBID,
     or for plays without MBID the same artist and track name). The first of a group is not a duplicate."""
     user_time_w = user_time_window(col_user=col_user)
-
-    def same_as_previous(col_name: str) -> Column:
-        return F.col(col_name).eqNullSafe(F.lag(col_name).over(user_time_w))
-
-    same_track = same_as_previous(TRACK_ID) & (
-        F.col(TRACK_ID).isNotNull() | (same_as_previous(ARTIST_NAME) & same_as_previous(TRACK_NAME))
-    )
-    is_duplicate = (F.col(TS) == F.lag(TS).over(user_time_w)) & same_track
-    return df.withColumn("is_duplicate", F.coalesce(is_duplicate, F.lit(False)))
+    return df.withColumn("_prev", _previous_play(user_time_w)).withColumn(
+        "is_duplicate", _repeats(F.col("_prev"))
+    ).drop("_prev")
 
 
 def drop_duplicate_plays(df: DataFrame, *, col_user: str = USER) -> DataFrame:
@@ -273,24 +300,57 @@ def drop_duplicate_plays(df: DataFrame, *, col_user: str = USER) -> DataFrame:
 # ---------------------------------------------------------------------------------------------------------------
 # 3. Sessionize
 # ---------------------------------------------------------------------------------------------------------------
-def with_sessions(df: DataFrame, gap_seconds: int, *, col_user: str = USER) -> DataFrame:
-    """Add ``session_seq`` (1-based session number per user) and ``position`` (0-based play number in it).
+def with_session_flags(df: DataFrame, gap_seconds: int, *, drop_duplicates: bool = True,
+                       eligible_col: str | None = None, col_user: str = USER) -> DataFrame:
+    """Dedup and sessionize in one pass of window functions over (user, time). Adds:
 
-    A play starts a new session when it is the user's first or comes MORE than ``gap_seconds`` after the previous
-    play (exactly ``gap_seconds`` stays in the session). Expects duplicates already dropped (a duplicate never
-    starts a session, so ``session_seq`` is the same with or without them; only ``position`` would count them).
+    - ``is_duplicate``: an eligible play that repeats the previous one (``_repeats``); only with ``drop_duplicates``;
+    - ``session_seq``: 1-based session number of the user; a play starts a new session when it is the user's
+      first or comes MORE than ``gap_seconds`` after the previous play (exactly ``gap_seconds`` stays);
+    - ``position``: 0-based number of the play in its session, duplicates not counted;
+    - ``user_sessions``: number of sessions of the user.
+
+    ``session_seq``/``position`` are null for duplicates and for rows with ``eligible_col`` false (those are sorted
+    after the eligible plays of their user and never influence them). A duplicate has the timestamp of the play
+    before it, so keeping it in the gap computation changes no session boundary.
     """
-    user_time_w = user_time_window(col_user=col_user)
-    user_time_rows_w = user_time_w.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    _prev_ts = F.lag(TS).over(user_time_w)
-    gap_micros = F.unix_micros(F.col(TS)) - F.unix_micros(_prev_ts)
+    user_time_w = user_time_window(col_user=col_user, eligible_col=eligible_col)
+    running_w = user_time_w.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    whole_user_w = user_time_w.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    is_eligible = F.col(eligible_col) if eligible_col else F.lit(True)
+    prev = F.col("_prev")
+    is_duplicate = is_eligible & _repeats(prev) if drop_duplicates else F.lit(False)
+    gap_micros = F.unix_micros(F.col(TS)) - F.unix_micros(prev[TS])
+    is_new = is_eligible & ~F.col("is_duplicate") & (prev.isNull() | (gap_micros > F.lit(int(gap_seconds) * 1_000_000)))
+    is_kept = is_eligible & ~F.col("is_duplicate")
+    as_int = lambda name: F.col(name).cast("int")  # noqa: E731
     return (
-        df.withColumn("_is_new", _prev_ts.isNull() | (gap_micros > F.lit(int(gap_seconds) * 1_000_000)))
+        # layer 1: previous play, row number
+        df.withColumn("_prev", _previous_play(user_time_w))
         .withColumn("_rn", F.row_number().over(user_time_w))
-        .withColumn("session_seq", F.sum(F.col("_is_new").cast("int")).over(user_time_rows_w).cast("int"))
-        .withColumn("_start_rn", F.max(F.when(F.col("_is_new"), F.col("_rn"))).over(user_time_rows_w))
-        .withColumn(POSITION, (F.col("_rn") - F.col("_start_rn")).cast("int"))
-        .drop("_is_new", "_rn", "_start_rn")
+        .withColumn("is_duplicate", is_duplicate)
+        .withColumn("_is_new", is_new)
+        # layer 2: running counts (one window operator: same partitioning and order, two frames)
+        .withColumn("_seq", F.sum(as_int("_is_new")).over(running_w))
+        .withColumn("_ndup", F.sum(as_int("is_duplicate")).over(running_w))
+        .withColumn("_start_rn", F.max(F.when(F.col("_is_new"), F.col("_rn"))).over(running_w))
+        .withColumn("user_sessions", F.sum(as_int("_is_new")).over(whole_user_w).cast("int"))
+        # layer 3: duplicates before the session start, so that position skips duplicates
+        .withColumn("_ndup_start", F.max(F.when(F.col("_is_new"), F.col("_ndup"))).over(running_w))
+        .withColumn("session_seq", F.when(is_kept, F.col("_seq")).cast("int"))
+        .withColumn(
+            POSITION,
+            F.when(is_kept, (F.col("_rn") - F.col("_start_rn")) - (F.col("_ndup") - F.col("_ndup_start"))).cast("int"),
+        )
+        .drop("_prev", "_rn", "_is_new", "_seq", "_ndup", "_start_rn", "_ndup_start")
+    )
+
+
+def with_sessions(df: DataFrame, gap_seconds: int, *, col_user: str = USER) -> DataFrame:
+    """Add ``session_seq`` (1-based session number per user) and ``position`` (0-based play number in it) to
+    deduplicated plays: a gap of MORE than ``gap_seconds`` starts a new session (``with_session_flags``)."""
+    return df.transform(with_session_flags, gap_seconds, drop_duplicates=False, col_user=col_user).drop(
+        "is_duplicate", "user_sessions"
     )
 
 
@@ -507,13 +567,63 @@ def _read_header(path: Path) -> list[str]:
         return handle.readline().rstrip("\r\n").split("\t")
 
 
-def _write_rejects(spark: SparkSession, bad_df: DataFrame, n_bad: int, path: Path, label: str, out: AtomicOutput
-                   ) -> int:
-    """Write the rejected rows of one file, with line numbers (an extra scan, so only when there are some)."""
-    if n_bad > 0:
-        bad_df = with_line_numbers(bad_df, spark, path)
-        return write_rejected(bad_df, label, "raw", "line", out)
-    return write_rejected(bad_df, label, "raw", None, out)
+def _write_rejects(spark: SparkSession, bad_df: DataFrame, n_bad: int, n_lines: int, max_fraction: float,
+                   path: Path, label: str, out: AtomicOutput) -> int:
+    """Write the rejected rows of one file, with line numbers (an extra scan, so only when there are some).
+
+    More than ``max_fraction`` of ``n_lines`` rejected means the file is not in the expected format: InputError
+    naming the file, the first bad line and its reason (nothing is written then).
+    """
+    if n_bad == 0:
+        return write_rejected(bad_df, label, "raw", None, out)
+    bad_df = with_line_numbers(bad_df, spark, path)
+    if n_bad > max_fraction * max(n_lines, 1):
+        first_bad = bad_df.orderBy("line").select("line", "reason", "raw").first()
+        raw = first_bad["raw"] if len(first_bad["raw"]) <= 200 else first_bad["raw"][:200] + "..."
+        raise InputError(
+            f"file {path} line {first_bad['line']}: {first_bad['reason']}: {raw!r} ({n_bad:,} of {n_lines:,} lines "
+            f"malformed, more than clean.max_rejected_fraction={max_fraction})"
+        )
+    return write_rejected(bad_df, label, "raw", "line", out)
+
+
+def with_eligibility(df: DataFrame, *, drop_untracked: bool, start: dt.datetime | None, end: dt.datetime | None
+                     ) -> DataFrame:
+    """Add ``is_eligible``: a parsed play (no reject reason) that is tracked (if ``drop_untracked``) and inside the
+    time window; only these are deduplicated and sessionized."""
+    is_eligible = F.col("reason").isNull() & in_time_window(start, end)
+    if drop_untracked:
+        is_eligible = is_eligible & F.col(TRACK_ID).isNotNull()
+    return df.withColumn(ELIGIBLE, is_eligible)
+
+
+def with_level(df: DataFrame, min_sessions: int, *, drop_untracked: bool) -> DataFrame:
+    """Add ``level``: the last stage a row survives: 0 rejected, 1 parsed (untracked), 2 tracked (outside the time
+    window), 3 in window (duplicate), 4 deduplicated (user with fewer than ``min_sessions`` sessions), 5 kept.
+    Needs ``reason``, ``is_eligible`` and the columns of ``with_session_flags``."""
+    level = F.when(F.col("reason").isNotNull(), F.lit(LEVEL_REJECTED))
+    if drop_untracked:
+        level = level.when(F.col(TRACK_ID).isNull(), F.lit(LEVEL_PARSED))
+    level = (
+        level.when(~F.col(ELIGIBLE), F.lit(LEVEL_TRACKED))
+        .when(F.col("is_duplicate"), F.lit(LEVEL_IN_WINDOW))
+        .when(F.col("user_sessions") < F.lit(int(min_sessions)), F.lit(LEVEL_DEDUPED))
+        .otherwise(F.lit(LEVEL_KEPT))
+    )
+    return df.withColumn(LEVEL, level.cast("int"))
+
+
+def _first_last_eligible(spark: SparkSession, plays_path: Path, cfg: dict, start, end):
+    """First and last eligible play (for window.first_months / last_months): one extra scan of the text."""
+    row = (
+        read_text_lines(spark, plays_path)
+        .transform(with_parsed_plays)
+        .transform(with_eligibility, drop_untracked=cfg["clean"]["drop_untracked"], start=start, end=end)
+        .where(F.col(ELIGIBLE))
+        .agg(F.min(TS).alias("first"), F.max(TS).alias("last"))
+        .first()
+    )
+    return row["first"], row["last"]
 
 
 def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict) -> dict:
@@ -534,107 +644,105 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         tags_header = [name.lstrip("\ufeff") for name in _read_header(tags_path)]
     fingerprints = _Fingerprints(files)
     fingerprints.start()
-    spark.conf.set("spark.sql.session.timeZone", "UTC")  # Last.fm timestamps are UTC; never the machine's zone
+    _set_job_conf(spark)
 
     report = StatsReport("Last.fm 1K feature job")
     counts: dict[str, int] = {}
     top_k = int(cfg["tags"]["top_k"])
-    gap_seconds = int(cfg["sessions"]["gap_seconds"])
+    drop_untracked = bool(cfg["clean"]["drop_untracked"])
     min_sessions = int(cfg["sessions"]["min_sessions_per_user"])
+    max_rejected = float(cfg["clean"]["max_rejected_fraction"])
 
     with AtomicOutput(output_dir) as out:
-        # --- 1. read: one scan of the text, one shuffle (hash on user, sorted like user_time_window) -----------
-        parsed_df = read_text_lines(spark, plays_path).transform(with_parsed_plays)
-        sorted_df = parsed_df.repartition(int(cfg["spark"]["partitions"]), USER).sortWithinPartitions(
-            USER, *PLAY_ORDER
+        # --- time window: fixed bounds, or months from the first/last play (costs one extra scan) ---------------
+        start, end = window_bounds(cfg["window"], None, None)
+        if cfg["window"]["first_months"] or cfg["window"]["last_months"]:
+            first_ts, last_ts = _first_last_eligible(spark, plays_path, cfg, start, end)
+            start, end = window_bounds(cfg["window"], first_ts, last_ts)
+
+        # --- 1.-3. read, clean, dedup, sessionize: one scan of the text, one shuffle, one sorted window pass ------
+        flagged_df = (
+            read_text_lines(spark, plays_path)
+            .transform(with_parsed_plays)
+            .transform(with_eligibility, drop_untracked=drop_untracked, start=start, end=end)
+            .repartition(int(cfg["spark"]["partitions"]), USER)
+            .sortWithinPartitions(*play_order(eligible_col=ELIGIBLE))
+            .transform(with_session_flags, int(cfg["sessions"]["gap_seconds"]),
+                       drop_duplicates=cfg["clean"]["drop_duplicates"], eligible_col=ELIGIBLE)
+            .transform(with_level, min_sessions, drop_untracked=drop_untracked)
+            .select(*RAW_COLUMNS, LEVEL, "session_seq", POSITION, "reason", "raw", BLOCK_COL, ROW_ID_COL)
         )
-        # Cached because every later stage (rejects, window bounds, plays, stats, sequences) reads these rows; the
-        # cache keeps the partitioning and order, so the window functions downstream need no new shuffle or sort.
-        sorted_df = sorted_df.persist(StorageLevel.MEMORY_AND_DISK)
-        is_good = F.col("reason").isNull()
-        is_tracked = F.col(TRACK_ID).isNotNull()
-        eligible = is_good & (is_tracked if cfg["clean"]["drop_untracked"] else F.lit(True))
-        first = sorted_df.agg(
-            F.count(F.lit(1)).alias("lines"),
-            F.count_if(~is_good).alias("rejected"),
-            F.count_if(is_good & ~is_tracked).alias("untracked"),
-            F.min(F.when(eligible & in_time_window(*window_bounds(cfg["window"], None, None)), F.col(TS))).alias("first_ts"),
-            F.max(F.when(eligible & in_time_window(*window_bounds(cfg["window"], None, None)), F.col(TS))).alias("last_ts"),
-        ).first()
-        counts.update(lines=first["lines"], rejected=first["rejected"], untracked=first["untracked"])
-        log(f"read {first['lines']:,} lines, {first['rejected']:,} rejected, {first['untracked']:,} untracked "
+        # Cached because every later stage (rejects, plays, stats, sessions) reads these rows, and the cache keeps
+        # the user partitioning and order, so nothing downstream shuffles the plays again. Uncompressed: building
+        # a compressed columnar cache costs about 3x more CPU here, and the rows fit in memory (else they spill).
+        flagged_df = _persist_uncompressed(flagged_df)
+        level_rows = flagged_df.groupBy(LEVEL).agg(
+            F.count(F.lit(1)).alias("rows"), F.count_if(F.col(POSITION) == 0).alias("sessions")
+        ).collect()
+        per_level = {row[LEVEL]: (row["rows"], row["sessions"]) for row in level_rows}
+        n_at = lambda level: per_level.get(level, (0, 0))[0]  # noqa: E731
+        lines = sum(rows for rows, _ in per_level.values())
+        counts.update(
+            lines=lines, rejected=n_at(LEVEL_REJECTED), untracked=n_at(LEVEL_PARSED) if drop_untracked else 0,
+            outside_window=n_at(LEVEL_TRACKED), duplicates=n_at(LEVEL_IN_WINDOW),
+            plays_of_filtered_users=n_at(LEVEL_DEDUPED), plays=n_at(LEVEL_KEPT),
+            sessions_before_user_filter=per_level.get(LEVEL_DEDUPED, (0, 0))[1] + per_level.get(LEVEL_KEPT, (0, 0))[1],
+            sessions=per_level.get(LEVEL_KEPT, (0, 0))[1],
+        )
+        log(f"read {lines:,} lines: {counts['rejected']:,} rejected, {counts['untracked']:,} untracked, "
+            f"{counts['duplicates']:,} duplicates, {counts['plays']:,} plays in {counts['sessions']:,} sessions "
             f"({time.time() - started:.1f}s)")
+        _write_rejects(spark, flagged_df.where(F.col(LEVEL) == LEVEL_REJECTED), counts["rejected"], lines,
+                       max_rejected, plays_path, plays_name, out)
 
-        counts["rejected_written"] = _write_rejects(
-            spark, sorted_df.where(~is_good), first["rejected"], plays_path, plays_name, out
-        )
-
-        # --- 2. clean: window bounds need the first/last play (for first_months/last_months) ---------------------
-        start, end = window_bounds(cfg["window"], first["first_ts"], first["last_ts"])
-        in_window = in_time_window(start, end)
-        clean_df = sorted_df.where(eligible & in_window).select(*RAW_COLUMNS)
-        deduped_df = clean_df.transform(drop_duplicate_plays) if cfg["clean"]["drop_duplicates"] else clean_df
-
-        # --- 3. sessionize -----------------------------------------------------------------------------------------
-        sessionized_df = deduped_df.transform(with_sessions, gap_seconds)
-        kept_df = sessionized_df.transform(filter_users_by_sessions, min_sessions)
-        ranks_df = user_ranks(kept_df.select(USER))
-        plays_df = kept_df.transform(with_session_id, ranks_df).select(*PLAYS_COLUMNS)
+        kept_df = flagged_df.where(F.col(LEVEL) == LEVEL_KEPT)
+        plays_df = kept_df.transform(with_session_id, user_ranks(kept_df.select(USER))).select(*PLAYS_COLUMNS)
         plays_df.write.mode("overwrite").parquet(out.path("plays"))
         log(f"wrote plays ({time.time() - started:.1f}s)")
 
-        # --- stats of the nested stages parsed > tracked > in window > deduplicated > plays, in one pass --------
-        levels_df = _stage_levels_df(sorted_df, cfg, in_window, gap_seconds, min_sessions)
+        # --- stats of the nested stages parsed > tracked > in window > deduplicated > plays ---------------------
+        stats_columns = RAW_COLUMNS if cfg["stats"]["column_stats"] else [USER]
         stage_stats = column_stats_by_level(
-            levels_df, "_level", [level for _, level in STAGE_LEVELS],
-            RAW_COLUMNS + [_SESSION_KEY] if cfg["stats"]["column_stats"] else [_SESSION_KEY],
+            flagged_df.where(F.col(LEVEL) >= LEVEL_PARSED), LEVEL, [level for _, level in STAGE_LEVELS], stats_columns
         )
         for name, level in STAGE_LEVELS:
-            rows, stats = stage_stats[level]
-            sessions_stat = stats.pop(_SESSION_KEY)
-            report.add_stage_stats(name, rows, stats)
-            if level == LEVEL_DEDUPED:
-                counts["sessions_before_user_filter"] = sessions_stat["unique"]
-                counts["users_before_user_filter"] = stats.get(USER, {}).get("unique", 0)
-            if level == LEVEL_KEPT:
-                counts["sessions"] = sessions_stat["unique"]
-        parsed_rows = stage_stats[LEVEL_PARSED][0]
-        counts["outside_window"] = stage_stats[LEVEL_TRACKED][0] - stage_stats[LEVEL_IN_WINDOW][0]
-        counts["duplicates"] = stage_stats[LEVEL_IN_WINDOW][0] - stage_stats[LEVEL_DEDUPED][0]
-        counts["plays_of_filtered_users"] = stage_stats[LEVEL_DEDUPED][0] - stage_stats[LEVEL_KEPT][0]
-        counts["plays"] = stage_stats[LEVEL_KEPT][0]
-        if not cfg["clean"]["drop_untracked"]:
-            counts["untracked_kept"] = counts.pop("untracked")
-            counts["untracked"] = 0
-        log(f"stats of {parsed_rows:,} parsed plays ({time.time() - started:.1f}s)")
+            _, stats = stage_stats[level]
+            report.add_stage_stats(name, sum(n_at(lv) for lv in range(level, LEVEL_KEPT + 1)), stats)
+        counts["users_before_user_filter"] = stage_stats[LEVEL_DEDUPED][1][USER]["unique"]
+        log(f"stats ({time.time() - started:.1f}s)")
 
         # --- 4. tags ----------------------------------------------------------------------------------------------
-        plays_files_df = spark.read.parquet(out.path("plays"))  # columnar re-read: cheaper than recomputing
+        plays_files_df = spark.read.parquet(out.path("plays"))  # columnar re-read: only the needed columns
         if tags_path is not None:
             tag_lines_df = read_text_lines(spark, tags_path).transform(
                 with_parsed_tags, tags_header, lowercase=cfg["tags"]["lowercase"]
             )
-            good_tags_df = tag_lines_df.where(F.col("reason").isNull())
-            bad_tags_df = tag_lines_df.where(F.col("reason").isNotNull())
-            n_bad_tags = bad_tags_df.count()
-            counts["rejected_tags"] = _write_rejects(spark, bad_tags_df, n_bad_tags, tags_path, tags_name, out)
-            play_tracks_df = plays_files_df.select(TRACK_ID).where(F.col(TRACK_ID).isNotNull()).distinct()
+            tag_counts = tag_lines_df.agg(
+                F.count(F.lit(1)).alias("lines"), F.count_if(F.col("reason").isNotNull()).alias("bad")
+            ).first()
+            counts["rejected_tags"] = _write_rejects(
+                spark, tag_lines_df.where(F.col("reason").isNotNull()), tag_counts["bad"], tag_counts["lines"],
+                max_rejected, tags_path, tags_name, out,
+            )
+            play_tracks_df = plays_files_df.select(F.col(TRACK_ID).alias("traid")).where(F.col("traid").isNotNull())
             song_tags_df = (
-                good_tags_df.select(*TAGS_COLUMNS)
-                .join(play_tracks_df.withColumnRenamed(TRACK_ID, "traid"), on="traid", how="left_semi")
+                tag_lines_df.where(F.col("reason").isNull())
+                .select(*TAGS_COLUMNS)
+                .join(play_tracks_df.distinct(), on="traid", how="left_semi")
                 .transform(with_top_tags, top_k, min_weight=int(cfg["tags"]["min_tag_weight"]))
             )
         else:
             counts["rejected_tags"] = 0
             song_tags_df = spark.createDataFrame([], f"{TRACK_ID} string, {TAGS} array<string>")
-        # Cached: small (one row per tagged song) and used by the tag policy, two vocabularies and the lookup.
+        # Cached: small (one row per tagged song) and used by the tag policy, the tag vocabulary and the lookup.
         song_tags_df = song_tags_df.persist(StorageLevel.MEMORY_AND_DISK)
         counts["songs_with_tags"] = song_tags_df.count()
         drop_untagged = bool(cfg["tags"]["drop_untagged"]) and tags_path is not None
         seq_plays_files_df = plays_files_df.transform(apply_tag_policy, song_tags_df, drop_untagged=drop_untagged)
         counts["untagged_plays_dropped"] = counts["plays"] - seq_plays_files_df.count() if drop_untagged else 0
+        log(f"tags: {counts['songs_with_tags']:,} songs with tags ({time.time() - started:.1f}s)")
 
-        # --- 5. vocabularies ----------------------------------------------------------------------------------------
+        # --- 5. vocabularies --------------------------------------------------------------------------------------
         vocab_cfg = cfg["vocab"]
         vocabs = {
             "user": build_vocab(seq_plays_files_df, USER, min_count=vocab_cfg["user_min_count"]),
@@ -645,7 +753,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         vocab_sizes = {}
         for name, vocab_df in vocabs.items():
             write_vocab(vocab_df, name, out)
-            vocabs[name] = spark.read.parquet(out.path(f"vocab/{name}"))  # small, reuse the written table
+            vocabs[name] = spark.read.parquet(out.path(f"vocab/{name}"))  # small: reuse the written table
             vocab_sizes[name] = vocabs[name].count() + 2
         log(f"vocabularies {vocab_sizes} ({time.time() - started:.1f}s)")
 
@@ -657,17 +765,16 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         song_lookup_df = spark.read.parquet(out.path("song_tags")).join(
             vocabs["song"].select(F.col("token").alias(TRACK_ID), F.col("index").alias(SONG_IDX)), on=SONG_IDX
         )
-        # The sessions come from the cached, user-partitioned plays (not the Parquet copy) so grouping by session
-        # needs no shuffle.
+        # From the cached, user-partitioned plays (not the Parquet copy): grouping by session needs no shuffle.
         seq_plays_df = plays_df.transform(apply_tag_policy, song_tags_df, drop_untagged=drop_untagged)
         sessions_df = build_sessions(
-            seq_plays_df, song_lookup_df, vocabs["user"],
-            min_length=int(cfg["sequences"]["min_length"]), max_length=int(cfg["sequences"]["max_length"]), top_k=top_k,
+            seq_plays_df, song_lookup_df, vocabs["user"], min_length=int(cfg["sequences"]["min_length"]),
+            max_length=int(cfg["sequences"]["max_length"]), top_k=top_k,
         )
         # Cached: used for the split cut-offs, the write and the stats.
         sessions_df = sessions_df.persist(StorageLevel.MEMORY_AND_DISK)
         n_sessions_out = sessions_df.count()
-        sorted_df.unpersist()
+        flagged_df.unpersist()
         split_cfg = cfg["split"]
         valid_start, test_start = split_cutoffs(sessions_df, split_cfg["valid_fraction"], split_cfg["test_fraction"])
         split_df = sessions_df.transform(
@@ -675,17 +782,14 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
             has_valid=split_cfg["valid_fraction"] > 0, has_test=split_cfg["test_fraction"] > 0,
         )
         _write_splits(split_df, out)
-        split_counts = {}
-        for split in SPLITS:
-            split_counts[split] = spark.read.parquet(out.path(f"sessions/{split}")).count()
+        split_counts = {split: spark.read.parquet(out.path(f"sessions/{split}")).count() for split in SPLITS}
         log(f"sessions {split_counts} ({time.time() - started:.1f}s)")
 
         # --- 7. report and manifest -------------------------------------------------------------------------------
-        sessions_stats_rows, sessions_stats = column_stats(split_df, [SESSION_ID, USER_IDX, START_TS, LENGTH, SPLIT])
-        report.add_stage_stats("sessions", sessions_stats_rows, sessions_stats)
+        sessions_rows, sessions_stats = column_stats(split_df, [SESSION_ID, USER_IDX, START_TS, LENGTH, SPLIT])
+        report.add_stage_stats("sessions", sessions_rows, sessions_stats)
         counts.update(
-            sessions_dropped=counts["sessions"] - n_sessions_out,
-            sequence_sessions=n_sessions_out,
+            sessions_dropped=counts["sessions"] - n_sessions_out, sequence_sessions=n_sessions_out,
             users=vocab_sizes["user"] - 2, songs=vocab_sizes["song"] - 2, artists=vocab_sizes["artist"] - 2,
             tags=vocab_sizes["tag"] - 2, **{f"sessions_{k}": v for k, v in split_counts.items()},
         )
@@ -722,39 +826,34 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
             "counts": counts, "seconds": round(time.time() - started, 1)}
 
 
-def _stage_levels_df(sorted_df: DataFrame, cfg: dict, in_window: Column, gap_seconds: int, min_sessions: int
-                     ) -> DataFrame:
-    """Every parsed play labelled with the last stage it survives (``_level``), plus the session key column.
+def _set_job_conf(spark: SparkSession) -> None:
+    """Runtime SQL settings the job relies on (they only affect this session's queries)."""
+    spark.conf.set("spark.sql.session.timeZone", "UTC")  # Last.fm timestamps are UTC; never the machine's zone
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")  # not INT96: pyarrow/Petastorm
+    # A window partition is one user (up to ~200k plays in Last.fm 1K): keep it in the in-memory buffer instead of
+    # switching to the spillable sorter after 4096 rows (the default), which is much slower.
+    spark.conf.set("spark.sql.windowExec.buffer.in.memory.threshold", "1048576")
 
-    Plays dropped before the window functions (untracked, outside the window) come straight from the cache; the
-    others go through the same window functions as the plays table, with duplicates flagged instead of dropped
-    (a duplicate never starts a session, so the session numbers are the same).
-    """
-    is_good = F.col("reason").isNull()
-    is_tracked = F.col(TRACK_ID).isNotNull()
-    eligible = is_tracked if cfg["clean"]["drop_untracked"] else F.lit(True)
-    good_df = sorted_df.where(is_good).select(*RAW_COLUMNS)
-    dropped_df = good_df.where(~(eligible & in_window)).select(
-        *RAW_COLUMNS,
-        F.when(~eligible, F.lit(LEVEL_PARSED)).otherwise(F.lit(LEVEL_TRACKED)).alias("_level"),
-        F.lit(None).cast("string").alias(_SESSION_KEY),
-    )
-    flagged_df = good_df.where(eligible & in_window)
-    if cfg["clean"]["drop_duplicates"]:
-        flagged_df = flagged_df.transform(with_duplicate_flag)
-    else:
-        flagged_df = flagged_df.withColumn("is_duplicate", F.lit(False))
-    flagged_df = flagged_df.transform(with_sessions, gap_seconds).transform(with_user_session_count)
-    sessioned_df = flagged_df.select(
-        *RAW_COLUMNS,
-        F.when(F.col("is_duplicate"), F.lit(LEVEL_IN_WINDOW))
-        .when(F.col("user_sessions") < F.lit(min_sessions), F.lit(LEVEL_DEDUPED))
-        .otherwise(F.lit(LEVEL_KEPT))
-        .alias("_level"),
-        F.when(~F.col("is_duplicate"), F.concat_ws("\u0000", F.col(USER), F.col("session_seq").cast("string")))
-        .alias(_SESSION_KEY),
-    )
-    return dropped_df.unionByName(sessioned_df)
+
+def _persist_uncompressed(df: DataFrame) -> DataFrame:
+    """``persist(MEMORY_AND_DISK)`` with columnar compression off for this cache, then materialize it."""
+    key = "spark.sql.inMemoryColumnarStorage.compressed"
+    previous = spark_conf_get(df.sparkSession, key)
+    df.sparkSession.conf.set(key, "false")
+    try:
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        df.count()  # materialize now, while the setting holds
+    finally:
+        df.sparkSession.conf.set(key, previous if previous is not None else "true")
+    return df
+
+
+def spark_conf_get(spark: SparkSession, key: str) -> str | None:
+    """A SQL conf value, or None when unset."""
+    try:
+        return spark.conf.get(key)
+    except Exception:  # noqa: BLE001 - unset keys raise in some versions
+        return None
 
 
 def _write_splits(split_df: DataFrame, out: AtomicOutput) -> None:
