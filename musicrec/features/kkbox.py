@@ -5,21 +5,27 @@
 The output layout is docs/DATA_CONTRACT.md (KKBOX section). The pipeline is a chain of small stages, each a
 DataFrame -> DataFrame transformation or a column function, pinned by tests/test_features_kkbox.py:
 
-1. read      ``read_kkbox_csv`` (declared schema, columns taken in the file's header order, ``_corrupt_record``,
-             ``_file``, ``_mid``), ``with_raw_record``, the ``*_checks`` lists -> ``with_reject_reason``;
-             ``with_duplicate_reason`` for the keyed side tables; ``partition_offsets`` + ``with_row_id`` give a
-             consecutive 0-based row number in file order.
-2. side      ``with_song_lists`` (``split_names`` on the separators the data uses), ``with_isrc_fields``,
-             ``join_song_info`` (songs FULL JOIN song_extra_info), ``with_member_features``.
-3. join      ``join_event_info``: events LEFT JOIN members, LEFT JOIN song info, with found-flags for the counts.
-4. split     ``with_split``: train.csv rows before the cut -> train, the last ``valid_fraction`` -> valid; test.csv
-             -> test.
-5. numeric   ``with_train_counts`` (popularity on the train part only), ``with_numeric_features``,
-             ``standardization_stats`` (train part only) + ``with_standardized``.
-6. index     vocabularies from the train part (``musicrec.features.common.build_vocab*``), ``with_index`` on the
-             events and ``with_index_array`` on the distinct songs (an event-level explode would be 10x larger).
-7. write     ``select_output_columns`` + ``write_split``; rejected rows, vocabularies, stats report and manifest
-             through the shared helpers, inside one ``AtomicOutput`` (OUT is replaced only when all of it worked).
+1. read     ``read_kkbox_csv`` (declared schema, columns taken in the file's header order, ``_corrupt_record``,
+            ``_file``, ``_mid``), ``with_raw_record``, the ``*_checks`` lists -> ``with_reject_reason``;
+            ``with_duplicate_reason`` for the keyed side tables; ``partition_offsets`` + ``with_row_id`` give a
+            consecutive 0-based row number in file order; ``with_line_number`` for rejected/.
+2. side     ``with_song_lists`` (``split_names`` on the separators the data uses), ``with_isrc_fields``,
+            ``with_member_features`` (age from ``bd``, membership days, registration year).
+3. split    ``with_split``: train.csv rows before ``valid_cut`` -> train, the rest -> valid; test.csv -> test.
+4. entities ``train_counts_by`` (one row per song / user / source context of the events, with its train-part plays),
+            ``join_song_info`` (songs.csv + song_extra_info.csv), ``with_artist_counts``, ``join_member_info``.
+5. vocab    ``build_weighted_vocabs`` (every vocabulary of an entity table in one aggregation, counts weighted by
+            train-part plays = the number of train events with the token), ``write_vocabs``; ``with_indices``
+            indexes all columns of an entity table in one lookup, ``with_context_indices`` the source columns.
+6. events   ``join_features`` (events x indexed user and song tables, both broadcast: the events are never shuffled
+            for a join), ``with_numeric_features``, ``summarize_splits`` (train mean/std, unknown song / member
+            counts, one pass), ``with_standardized``, ``select_output_columns``.
+7. write    ``write_splits`` (all three splits in one pass); rejected rows, stats report and manifest through the
+            shared helpers in ``musicrec.features.common``, inside one ``AtomicOutput`` (OUT is replaced only when
+            all of it worked).
+
+Working per entity is what keeps the job fast: the 10M events are read once, cached narrow (ids and source
+strings) and only aggregated or streamed through broadcast joins; songs, users and vocabularies are small.
 
 Every raw row is accounted for: for train.csv, train + valid + rejected = input rows, checked before anything is
 published (``check_row_accounting``) and recorded in the manifest (``row_accounting``) and in stats.json.
@@ -267,11 +273,13 @@ def is_blank(col_names: list[str]) -> Column:
     return F.coalesce(*[F.col(name).cast("string") for name in col_names]).isNull()
 
 
-def with_raw_record(df: DataFrame, col_names: list[str], *, raw_col: str = RAW_COL) -> DataFrame:
-    """Add the raw record for OUT/rejected/: Spark's copy when it flagged the record, else the fields re-joined
-    with commas (empty for null)."""
+def with_raw_record(df: DataFrame, col_names: list[str], *, raw_col: str = RAW_COL, reason_col: str = REASON_COL
+                    ) -> DataFrame:
+    """Add the raw record of a rejected row (``reason_col`` not null) for OUT/rejected/: Spark's copy when it
+    flagged the record, else the fields re-joined with commas (empty for null). Null for good rows, which are cached
+    and must stay narrow."""
     rejoined = F.concat_ws(",", *[F.coalesce(F.col(name).cast("string"), F.lit("")) for name in col_names])
-    return df.withColumn(raw_col, F.coalesce(F.col(CORRUPT_COL), rejoined))
+    return df.withColumn(raw_col, F.when(F.col(reason_col).isNotNull(), F.coalesce(F.col(CORRUPT_COL), rejoined)))
 
 
 def _present(col_name: str) -> Column:
@@ -794,8 +802,8 @@ def read_events(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig) -
         schema = schemas.KKBOX_SCHEMAS[name]
         _scan_df = read_kkbox_csv(spark, paths[name], schema, file_label=name, multi_line=name in cfg.multiline_files)
         frames.append(
-            _scan_df.transform(with_raw_record, schema.fieldNames())
-            .transform(with_reject_reason, checks)
+            _scan_df.transform(with_reject_reason, checks)
+            .transform(with_raw_record, schema.fieldNames())
             .select(*[F.col(c) if c in schema.fieldNames() else F.lit(None).cast("int").alias(c)
                       for c in _EVENT_COLUMNS], FILE_COL, MID_COL, RAW_COL, REASON_COL)
         )
@@ -808,24 +816,31 @@ def read_side_table(spark: SparkSession, path: Path, name: str, checks: list[tup
     schema = schemas.KKBOX_SCHEMAS[name]
     return (
         read_kkbox_csv(spark, path, schema, file_label=name, multi_line=name in cfg.multiline_files)
-        .transform(with_raw_record, schema.fieldNames())
         .transform(with_reject_reason, checks)
         .transform(with_duplicate_reason, key_col)
+        .transform(with_raw_record, schema.fieldNames())
         .drop(CORRUPT_COL)
     )
 
 
 class _Timer:
-    """Wall-clock seconds per driver step (Spark is lazy: a step's time includes the work its actions trigger)."""
+    """Wall-clock seconds per driver step (Spark is lazy: a step's time includes the work its actions trigger).
+    ``begin`` also labels the step's Spark jobs (job description "kkbox: <step>"), so an event log or the UI can
+    attribute stage times to steps (benchmarks/bench_kkbox.py does)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spark: SparkSession) -> None:
         self.steps: dict[str, float] = {}
+        self._spark = spark
         self._last = time.time()
+
+    def begin(self, name: str) -> None:
+        self._spark.sparkContext.setJobDescription(f"kkbox: {name}")
 
     def lap(self, name: str) -> None:
         now = time.time()
         self.steps[name] = round(self.steps.get(name, 0.0) + now - self._last, 2)
         self._last = now
+        self._spark.sparkContext.setJobDescription(None)
         print(f"[kkbox] {name}: {self.steps[name]:.1f}s", flush=True)
 
 
@@ -835,7 +850,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
     Raises InputError (exit 2 in jobs/features.py) for a missing file or column, an empty file or a bad config
     value, before OUT is touched; any failure leaves an existing OUT unchanged (``AtomicOutput``).
     """
-    timer = _Timer()
+    timer = _Timer(spark)
     cfg = KkboxConfig.from_dict(config)
     paths = require_files(Path(input_dir), schemas.KKBOX_FILES)
     for name, path in paths.items():
@@ -875,6 +890,7 @@ def _run(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig, out: Ato
          ) -> dict:
     """The pipeline inside the atomic output (``run_job`` handles the boundary). Three small caches: the side
     tables, the parsed events (narrow: ids and source strings) and the per-song / per-user feature tables."""
+    timer.begin("read side tables")
     # --- read the side tables: check, dedupe; cached (offsets, rejected/ and the entity joins read them) ---
     side = {
         name: persist(read_side_table(spark, paths[name], name, checks, key_col, cfg))
@@ -900,6 +916,7 @@ def _run(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig, out: Ato
         accounting[name] = {"input_rows": input_rows, "kept": input_rows - rejected, "rejected": rejected}
     timer.lap("read side tables")
 
+    timer.begin("read events")
     # --- read the events, number the rows, split; cached (every later step reads it) ---
     marked_df = persist(read_events(spark, paths, cfg))
     offsets, totals = partition_offsets(marked_df)
@@ -933,6 +950,7 @@ def _run(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig, out: Ato
     good_df = events_df.where(F.col(REASON_COL).isNull()).drop(RAW_COL, REASON_COL, MID_COL)
     timer.lap("read events")
 
+    timer.begin("vocabularies")
     # --- per-song and per-user tables with train-part play counts; vocabularies weighted by those counts ---
     genre_pattern = separator_pattern(cfg.genre_separators)
     person_pattern = separator_pattern(cfg.person_separators)
@@ -973,6 +991,7 @@ def _run(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig, out: Ato
                    for name, path in write_vocabs(vocabs_df, vocab_names, out).items()}
     timer.lap("vocabularies")
 
+    timer.begin("index + standardization stats")
     # --- index the entity tables (cached, broadcast into the event pass), then the events ---
     song_feat_df = persist(
         song_info_df.transform(
@@ -1000,6 +1019,7 @@ def _run(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig, out: Ato
                                                                   for n in NUMERIC_COLUMNS})
     timer.lap("index + standardization stats")
 
+    timer.begin("write splits")
     # --- write the three splits in one pass ---
     split_rows = {TRAIN: accounting[schemas.KKBOX_TRAIN_FILE][TRAIN],
                   VALID: accounting[schemas.KKBOX_TRAIN_FILE][VALID],
@@ -1014,6 +1034,7 @@ def _run(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig, out: Ato
     row_counts["blank"] = accounting[schemas.KKBOX_TEST_FILE]["blank"]
     timer.lap("write splits")
 
+    timer.begin("stats")
     # --- stats report ---
     stats = StatsReport("KKBOX feature job")
     for split in (TRAIN, VALID, TEST):

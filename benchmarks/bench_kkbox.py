@@ -1,0 +1,214 @@
+"""Time the KKBOX feature job at full size on local[2]: wall time, peak memory and a per-step profile.
+
+    .venv/bin/python benchmarks/bench_kkbox.py [--data data/bench/kkbox-s1.0] [--scale 1.0] [--seed 0]
+                                              [--out /tmp/bench-kkbox-out] [--record]
+
+Generates the input with ``python -m musicrec.datagen kkbox --scale S --seed N`` when ``--data`` is missing (scale 1.0
+= the real sizes: 7,377,418 train / 2,556,790 test rows, 2,296,320 songs, 34,403 members; about 9 minutes), then runs
+exactly what users run::
+
+    ./spark-submit.sh --conf spark.eventLog.enabled=true ... jobs/features.py kkbox --input DATA --output OUT
+
+while a sampler adds up the RSS of the whole spark-submit process tree (bash, the driver JVM and any Python worker)
+with psutil every ``--interval`` seconds. The profile comes from two places: the job's own summary (wall seconds per
+driver step, printed by ``musicrec.features.kkbox.run_job``) and Spark's event log (task run time and CPU time per
+step, from the job descriptions "kkbox: <step>" the job sets). The machine is shared: the load average before and
+after the run and the CPU seconds the run itself used are recorded so that noise can be judged.
+
+``--record`` appends the figures and the exact command to benchmarks/RESULTS_kkbox.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "RESULTS_kkbox.md"
+
+
+def tree_rss(root: psutil.Process) -> int:
+    """Resident memory of a process and all its descendants, in bytes (processes that vanish are skipped)."""
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def tree_cpu(root: psutil.Process, seen: dict[int, float]) -> None:
+    """Remember the CPU seconds (user + system) of every process of the tree (the last value seen per pid)."""
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            seen[proc.pid] = times.user + times.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+class Sampler(threading.Thread):
+    """Samples the process tree's RSS (peak kept) and CPU seconds until ``stop`` is set."""
+
+    def __init__(self, pid: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_rss = 0
+        self.cpu_seconds: dict[int, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.peak_rss = max(self.peak_rss, tree_rss(self.root))
+                tree_cpu(self.root, self.cpu_seconds)
+            except psutil.NoSuchProcess:
+                return
+            self.stop.wait(self.interval)
+
+
+def event_log_profile(log_dir: Path) -> dict[str, dict[str, float]]:
+    """Per job description ("kkbox: <step>"): number of stages and tasks, summed task run time and CPU time (s)."""
+    files = sorted(p for p in log_dir.iterdir() if p.is_file())
+    if not files:
+        return {}
+    stage_desc: dict[int, str] = {}
+    profile: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    with open(files[-1], encoding="utf-8") as handle:
+        for line in handle:
+            event = json.loads(line)
+            kind = event.get("Event")
+            if kind == "SparkListenerJobStart":
+                desc = (event.get("Properties") or {}).get("spark.job.description") or "(no step)"
+                for stage_id in event.get("Stage IDs", []):
+                    stage_desc[stage_id] = desc
+            elif kind == "SparkListenerStageCompleted":
+                info = event["Stage Info"]
+                if info.get("Completion Time") and info.get("Submission Time"):
+                    entry = profile[stage_desc.get(info["Stage ID"], "(no step)")]
+                    entry["stages"] += 1
+                    entry["stage_wall_s"] += (info["Completion Time"] - info["Submission Time"]) / 1000
+            elif kind == "SparkListenerTaskEnd":
+                metrics = event.get("Task Metrics") or {}
+                entry = profile[stage_desc.get(event["Stage ID"], "(no step)")]
+                entry["tasks"] += 1
+                entry["task_run_s"] += metrics.get("Executor Run Time", 0) / 1000
+                entry["task_cpu_s"] += metrics.get("Executor CPU Time", 0) / 1e9
+                entry["shuffle_write_mb"] += (metrics.get("Shuffle Write Metrics") or {}).get(
+                    "Shuffle Bytes Written", 0) / 2**20
+                entry["spill_mb"] += metrics.get("Disk Bytes Spilled", 0) / 2**20
+    return {desc: {k: round(v, 1) for k, v in entry.items()} for desc, entry in profile.items()}
+
+
+def generate(data: Path, scale: float, seed: int) -> None:
+    command = [sys.executable, "-m", "musicrec.datagen", "kkbox", "--out", str(data), "--scale", str(scale),
+               "--seed", str(seed)]
+    print("[bench] generating:", shlex.join(command), flush=True)
+    subprocess.run(command, cwd=REPO, check=True)
+
+
+def run(args: argparse.Namespace) -> dict:
+    data = Path(args.data)
+    if not (data / "train.csv").is_file():
+        generate(data, args.scale, args.seed)
+    event_dir = Path(tempfile.mkdtemp(prefix="bench-kkbox-events-"))
+    command = [str(REPO / "spark-submit.sh"), "--master", args.master,
+               "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir=file://{event_dir}",
+               "--conf", "spark.ui.showConsoleProgress=false",
+               "jobs/features.py", "kkbox", "--input", str(data), "--output", str(args.out)]
+    env = dict(os.environ, MUSICREC_DRIVER_MEMORY=args.driver_memory)
+    load_before = os.getloadavg()
+    print(f"[bench] load average before: {load_before}", flush=True)
+    print("[bench] running:", f"MUSICREC_DRIVER_MEMORY={args.driver_memory}", shlex.join(command), flush=True)
+    started = time.time()
+    with open(args.log, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+        sampler = Sampler(proc.pid, args.interval)
+        sampler.start()
+        stdout = proc.communicate()[0]
+        sampler.stop.set()
+        sampler.join()
+    wall = time.time() - started
+    load_after = os.getloadavg()
+    Path(args.log).with_suffix(".stdout").write_text(stdout, encoding="utf-8")
+    if proc.returncode != 0:
+        raise SystemExit(f"[bench] the job failed with exit status {proc.returncode}; see {args.log}")
+    summary = json.loads(stdout[stdout.index("\n{") + 1:]) if "\n{" in stdout else {}
+    return {
+        "command": f"MUSICREC_DRIVER_MEMORY={args.driver_memory} {shlex.join(command)}",
+        "wall_s": round(wall, 1),
+        "peak_rss_gib": round(sampler.peak_rss / 2**30, 2),
+        "cpu_s": round(sum(sampler.cpu_seconds.values()), 1),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in load_after],
+        "cpus": os.cpu_count(),
+        "steps_s": summary.get("seconds", {}),
+        "row_counts": summary.get("row_counts", {}),
+        "vocab_sizes": summary.get("vocab_sizes", {}),
+        "profile": event_log_profile(event_dir),
+        "input_bytes": {p.name: p.stat().st_size for p in sorted(data.glob("*.csv"))},
+    }
+
+
+def markdown(result: dict, note: str) -> str:
+    lines = [
+        f"### Run of {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC",
+        "",
+        f"- command: `{result['command']}`",
+        f"- wall time: **{result['wall_s']:.1f} s** (target 180 s); peak RSS of the spark-submit process tree: "
+        f"**{result['peak_rss_gib']:.2f} GiB**; CPU time of the tree: {result['cpu_s']:.0f} s on {result['cpus']} cores",
+        f"- load average (1/5/15 min) before: {result['load_before']}, after: {result['load_after']}",
+        f"- rows: {result['row_counts']}",
+        f"- input: {', '.join(f'{k} {v / 2**20:,.0f} MiB' for k, v in result['input_bytes'].items())}",
+    ]
+    if note:
+        lines.append(f"- note: {note}")
+    lines += ["", "| step | wall s | stages | tasks | task run s | task CPU s | shuffle write MiB | spill MiB |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for step, seconds in result["steps_s"].items():
+        prof = result["profile"].get(f"kkbox: {step}", {})
+        lines.append(f"| {step} | {seconds:.1f} | {prof.get('stages', 0):.0f} | {prof.get('tasks', 0):.0f} | "
+                     f"{prof.get('task_run_s', 0):.1f} | {prof.get('task_cpu_s', 0):.1f} | "
+                     f"{prof.get('shuffle_write_mb', 0):.0f} | {prof.get('spill_mb', 0):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(REPO / "data" / "bench" / "kkbox-s1.0"), help="input folder")
+    parser.add_argument("--scale", type=float, default=1.0, help="datagen scale when --data must be generated")
+    parser.add_argument("--seed", type=int, default=0, help="datagen seed when --data must be generated")
+    parser.add_argument("--out", default="/tmp/bench-kkbox-out", help="job output folder (replaced)")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="6g")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between RSS samples")
+    parser.add_argument("--log", default="/tmp/bench-kkbox.log", help="spark-submit's stderr (stdout next to it)")
+    parser.add_argument("--note", default="", help="free text for the results entry")
+    parser.add_argument("--record", action="store_true", help=f"append the results to {RESULTS.relative_to(REPO)}")
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(json.dumps(result, indent=2))
+    text = markdown(result, args.note)
+    print(text)
+    if args.record:
+        with open(RESULTS, "a", encoding="utf-8") as handle:
+            handle.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
