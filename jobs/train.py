@@ -19,7 +19,8 @@ on a CPU the workers of a host share its cores (torch threads = cores / local wo
 set). The baselines (pop, cooc) are not trained: under a launcher rank 0 evaluates them alone on all the data and
 the other workers exit at once. jobs/train_on_spark.py runs the same job on Spark executors.
 Exit status: 0 done, 2 bad arguments / data / config / checkpoint (one ``error:`` line, no traceback), 3 another
-worker failed (distributed; ``horovodrun`` then names the failed rank and exits 1).
+worker died or hangs (distributed; ``horovodrun`` then names the failed rank and exits 1; the limits are in
+musicrec/distributed_horovod.py).
 
 Debugging and fault injection (environment variables, read by every worker):
     MUSICREC_DEBUG_ROWS=1          write the ids of every training example each worker took, per epoch, to
@@ -45,7 +46,6 @@ BASELINES = ("pop", "cooc")
 SUPPORTED = {"kkbox": ("ncf", "dnn", "logreg", "pop"), "lastfm": ("gru", "ncf", "pop", "cooc")}
 KIND_OF_VIEW = {"rows": "binary", "next_song": "next_song", "ncf": "loo"}
 FAULT_EXIT_CODE = 17  # exit status of a worker killed by MUSICREC_FAULT_RANK / MUSICREC_FAULT_AT_STEP
-WORKER_FAILURE_EXIT_CODE = 3
 DEBUG_ROW_COLUMNS = ("row_id", "session_id", "user_idx", "song_idx", "target", "next_song", "lengths")
 
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from musicrec.checkpoint import CheckpointError
     from musicrec.config import ConfigError
-    from musicrec.distributed_horovod import WorkerFailure
+    from musicrec.distributed_horovod import WORKER_FAILURE_EXIT_CODE, WorkerFailure
     from musicrec.loader import DataError
 
     try:
@@ -369,7 +369,7 @@ def _debug_hooks(backend, run_dir: Path):
         taken += 1
         if fault_rank is not None and int(fault_rank) == backend.rank and taken == fault_step:
             print(f"train.py: fault injection: rank {backend.rank} exits with status {FAULT_EXIT_CODE} at its training "
-                  f"batch {taken} (epoch {epoch + 1}, step {step})", file=sys.stderr, flush=True)
+                  f"batch {taken} (epoch {epoch + 1}, step {step}, unix time {time.time():.2f})", file=sys.stderr, flush=True)
             os._exit(FAULT_EXIT_CODE)
         if debug_rows:
             for key in DEBUG_ROW_COLUMNS:

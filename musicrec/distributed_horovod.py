@@ -25,19 +25,22 @@ Failure behaviour (Horovod 0.28.1 + Gloo, measured on this project's machines; s
   their next collective raises ``HorovodInternalError`` at once; this module turns it into ``WorkerFailure`` (jobs
   print one line and exit 3). ``horovodrun`` prints ``Process <rank> exit with status code <code>.``, terminates the
   remaining workers (SIGTERM, SIGKILL after 5 s) and exits 1 with ``Process name: <rank>`` / ``Exit code: <code>``.
-- A worker that HANGS while alive (never reaches the next collective): Horovod's stall inspector warns after
-  ``HOROVOD_STALL_CHECK_TIME_SECONDS`` and, because ``HOROVOD_STALL_SHUTDOWN_TIME_SECONDS`` is set here (default
-  below; Horovod's own default 0 waits forever), shuts the job down after that many seconds.
+- A worker that HANGS while alive (never reaches the next collective): the others would wait forever (Horovod's
+  stall inspector, even with ``HOROVOD_STALL_SHUTDOWN_TIME_SECONDS`` set, did not end such a job here in 100 s), so
+  a watchdog thread exits a worker (status 3, one line naming its rank) whose collective has waited more than
+  ``MUSICREC_COLLECTIVE_TIMEOUT_S`` seconds (default 600; 0 = off; it must exceed rank 0's longest solo work between
+  two collectives: a checkpoint, an MLflow record); ``horovodrun`` then stops the rest.
 - A worker that is FROZEN or unreachable (its background thread silent too): Gloo operations, including the
-  rendezvous in ``hvd.init()``, time out after ``HOROVOD_GLOO_TIMEOUT_SECONDS``.
-
-``DEFAULT_ENV`` values apply only where the environment does not set them (``horovodrun --gloo-timeout-seconds``
-sets the first one).
+  rendezvous in ``hvd.init()``, time out after ``HOROVOD_GLOO_TIMEOUT_SECONDS`` (set here to 60 unless the
+  environment, e.g. ``horovodrun --gloo-timeout-seconds``, sets it; Horovod's default is 30).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Mapping
 
@@ -47,11 +50,9 @@ from torch import nn
 from musicrec.distributed import Backend
 
 LAUNCHER_ENV = ("HOROVOD_RANK", "HOROVOD_SIZE")  # set for every worker by horovodrun (Gloo) and horovod.spark.run
-DEFAULT_ENV = {
-    "HOROVOD_GLOO_TIMEOUT_SECONDS": "60",  # Gloo rendezvous and operations (Horovod: 30); 60 s tolerates slow starts
-    "HOROVOD_STALL_CHECK_TIME_SECONDS": "60",  # warn when a worker has not joined a collective for this long
-    "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": "600",  # and shut the job down after this long (Horovod: 0 = never)
-}
+DEFAULT_ENV = {"HOROVOD_GLOO_TIMEOUT_SECONDS": "60"}  # Gloo rendezvous and operations (Horovod: 30); slow starts
+TIMEOUT_ENV, DEFAULT_TIMEOUT_S = "MUSICREC_COLLECTIVE_TIMEOUT_S", 600.0  # the watchdog's limit on one collective
+WORKER_FAILURE_EXIT_CODE = 3  # a worker that gives up because another one failed or hangs
 
 
 class WorkerFailure(RuntimeError):
@@ -74,6 +75,7 @@ class HorovodBackend(Backend):
 
         hvd.init()
         self._hvd = hvd
+        self._watchdog = _Watchdog(hvd.rank(), hvd.size(), float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
 
     # --- who am I ---------------------------------------------------------------------------------------------------
     @property
@@ -96,9 +98,11 @@ class HorovodBackend(Backend):
     # --- collectives ------------------------------------------------------------------------------------------------
     @contextmanager
     def _failures(self, what: str):
-        """Turn Horovod's shutdown error (a peer died, or the stall inspector gave up) into ``WorkerFailure``."""
+        """Around every collective: the watchdog's clock, and Horovod's shutdown error (a peer died) turned into
+        ``WorkerFailure``."""
         try:
-            yield
+            with self._watchdog.waiting(what):
+                yield
         except self._hvd.HorovodInternalError as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WorkerFailure(f"rank {self.rank} of {self.size}: {what} failed because another worker stopped "
@@ -133,7 +137,9 @@ class HorovodBackend(Backend):
         with self._failures("broadcast"):
             self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
             if optimizer is not None:
-                state = self._hvd.broadcast_object(_to_cpu(optimizer.state_dict()) if self.is_root else None, root_rank=0)
+                # name: the default is the object's type name, which differs between the root (dict) and the others
+                state = self._hvd.broadcast_object(_to_cpu(optimizer.state_dict()) if self.is_root else None,
+                                                   root_rank=0, name="musicrec.optimizer_state")
                 if not self.is_root:
                     optimizer.load_state_dict(state)  # moves the state to each parameter's device
 
@@ -153,6 +159,35 @@ class HorovodBackend(Backend):
             self._hvd.barrier()
 
 
+class _Watchdog:
+    """A daemon thread that exits the process (status 3) when one collective has waited more than ``timeout_s``."""
+
+    def __init__(self, rank: int, size: int, timeout_s: float):
+        self.rank, self.size, self.timeout_s = rank, size, timeout_s
+        self._since: float | None = None
+        self._what = ""
+        if timeout_s > 0 and size > 1:
+            threading.Thread(target=self._watch, name="musicrec-collective-watchdog", daemon=True).start()
+
+    @contextmanager
+    def waiting(self, what: str):
+        self._what, self._since = what, time.monotonic()
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(5.0, self.timeout_s / 5))
+            since = self._since
+            if since is not None and time.monotonic() - since > self.timeout_s:
+                print(f"musicrec: rank {self.rank} of {self.size}: {self._what} waited more than {self.timeout_s:.0f} s "
+                      f"for the other workers ({TIMEOUT_ENV}); one of them hangs; exiting with status "
+                      f"{WORKER_FAILURE_EXIT_CODE}", file=sys.stderr, flush=True)
+                os._exit(WORKER_FAILURE_EXIT_CODE)
+
+
 def _to_cpu(obj):
     """A copy of a (nested) optimizer state_dict with every tensor on the CPU (for pickling to other workers)."""
     if isinstance(obj, torch.Tensor):
@@ -164,4 +199,4 @@ def _to_cpu(obj):
     return obj
 
 
-__all__ = ["DEFAULT_ENV", "HorovodBackend", "WorkerFailure"]
+__all__ = ["DEFAULT_ENV", "HorovodBackend", "TIMEOUT_ENV", "WORKER_FAILURE_EXIT_CODE", "WorkerFailure"]

@@ -66,6 +66,7 @@ class TrainConfig:
     loo_k: int = 10
     global_batch: bool = True  # distributed: data.batch_size is the global batch, split over the workers
     lr_scaling: str = "auto"  # distributed: lr x f(workers); see LR_SCALINGS and ``scaled_lr``
+    num_threads: int = 1  # CPU: torch intra-op threads per worker; 0 = PyTorch's default (benchmarks/RESULTS_training.md)
 
     @classmethod
     def from_dict(cls, section: Mapping[str, Any] | None) -> "TrainConfig":
@@ -82,6 +83,7 @@ class TrainConfig:
         assert cfg.early_stopping_mode in ("auto", "max", "min"), "early_stopping_mode must be auto, max or min"
         assert cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), f"device {cfg.device!r}?"
         assert cfg.lr_scaling in LR_SCALINGS, f"lr_scaling must be one of {LR_SCALINGS}, got {cfg.lr_scaling!r}"
+        assert cfg.num_threads >= 0, f"num_threads must be >= 0 (0 = PyTorch's default), got {cfg.num_threads}"
         return cfg
 
     def per_worker_batch(self, batch_size: int, workers: int) -> int:
@@ -409,6 +411,8 @@ def fit(
     backend = backend or SingleProcess()
     tracker = tracker or _NullTracker()
     device = torch.device(device) if device is not None else resolve_device(config.device)
+    if device.type == "cpu" and config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)  # small ops: extra threads mostly wait on each other (and on load)
     model.to(device)
     model_config = asdict(model.config) if hasattr(model, "config") and hasattr(model.config, "__dataclass_fields__") else {}
     metric = DEFAULT_METRIC[kind] if config.early_stopping_metric == "auto" else config.early_stopping_metric
@@ -453,7 +457,7 @@ def fit(
         started = time.perf_counter()
         bar = _progress(show_progress, f"epoch {epoch + 1}/{config.epochs}")
         for step, (batch, n_step) in enumerate(_steps_in_sync(train_loader(epoch), backend)):
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()  # set_to_none (torch >= 2.0 default); Horovod's DistributedOptimizer takes no argument
             if batch is None:  # distributed: this shard is used up; join the others' gradient average with zeros
                 backend.optimizer_step(optimizer, scaler, model.parameters(), clip)
                 state.global_step += 1
