@@ -33,7 +33,10 @@ every time it is replayed (which is what makes ``--resume`` exact). With ``reade
 timing-dependent order, so epochs are then not reproducible.
 
 Petastorm 0.12.1 stacks list columns into a matrix and fails on ragged lists; a ``TransformSpec`` pads every array
-column to the row group's longest list and adds ``<column>__len`` so the loader can cut the padding again.
+column to the row group's longest list and adds ``<column>__len`` so the loader can cut the padding again. The same
+transform hands each row group over as ONE row whose cells are whole columns: Petastorm then converts one array per
+column instead of one per row (its per-row ``np.vstack`` was most of the reading time), and the loader turns the
+row back into columns (``iter_row_groups``). Row groups, sharding and their order are Petastorm's as before.
 """
 
 from __future__ import annotations
@@ -194,6 +197,8 @@ class DataConfig:
     reader_pool: str = "thread"
     workers_count: int = 1
     drop_last: bool = False
+    cache_mb: int = 1024
+    prefetch: int = 4
 
     @classmethod
     def from_dict(cls, section: Mapping[str, Any] | None) -> "DataConfig":
@@ -205,6 +210,7 @@ class DataConfig:
         cfg = cls(**section)
         assert cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be >= 1"
         assert cfg.shuffle_buffer >= 0, "shuffle_buffer must be >= 0"
+        assert cfg.cache_mb >= 0 and cfg.prefetch >= 0, "cache_mb and prefetch must be >= 0"
         assert cfg.reader_pool in ("thread", "dummy", "process"), f"reader_pool {cfg.reader_pool!r} unknown"
         return cfg
 
@@ -217,26 +223,63 @@ def _epoch_seed(*parts: int) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Petastorm reading
 # ----------------------------------------------------------------------------------------------------------------
-class _PadArrays:
-    """Petastorm transform (runs on the reader's workers): ragged list columns -> padded lists + ``<col>__len``."""
+def pad_lists(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A column of int lists (object array of arrays, None = empty) -> (padded (n, W) int32, lengths (n,) int32);
+    W is the longest list (at least 1), padding is 0."""
+    n = len(values)
+    lens = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int32, count=n)
+    width = max(int(lens.max()) if n else 0, 1)
+    padded = np.zeros((n, width), dtype=np.int32)
+    if n and lens.any():
+        flat = np.concatenate([v for v in values[lens > 0]]).astype(np.int32, copy=False)
+        padded[np.arange(width) < lens[:, None]] = flat  # row-major, like the concatenation
+    return padded, lens
 
-    def __init__(self, array_columns: list[str]):
-        self.array_columns = list(array_columns)
+
+class _RowGroupAsOneRow:
+    """Petastorm transform (runs on the reader's workers): a row group -> ONE row whose cells are whole columns.
+
+    Scalar columns become one array cell; array columns are padded to the row group's longest list
+    (``pad_lists``), flattened row-major, with ``<col>__len`` beside them. ``iter_row_groups`` undoes it.
+    """
+
+    def __init__(self, columns: list[str], array_columns: list[str]):
+        self.columns, self.array_columns = list(columns), set(array_columns)
 
     def __call__(self, df):
-        for col in self.array_columns:
-            values = df[col].values
-            lens = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int32, count=len(values))
-            width = max(int(lens.max()) if len(values) else 0, 1)
-            padded = np.zeros((len(values), width), dtype=np.int32)
-            if lens.sum():
-                flat = np.concatenate([np.asarray(v) for v in values if v is not None and len(v)]).astype(np.int32)
-                rows = np.repeat(np.arange(len(values)), lens)
-                cols = np.arange(flat.size) - np.repeat(np.cumsum(lens) - lens, lens)
-                padded[rows, cols] = flat
-            df[col] = list(padded)
-            df[col + LEN_SUFFIX] = lens
-        return df
+        import pandas as pd
+
+        out = {}
+        for col in self.columns:
+            values = df[col].to_numpy()
+            if col in self.array_columns:
+                padded, lens = pad_lists(values)
+                out[col], out[col + LEN_SUFFIX] = [padded.ravel()], [lens]
+            else:
+                out[col] = [values]
+        return pd.DataFrame(out)
+
+
+def _numpy_dtype(arrow_type):
+    import pyarrow as pa
+
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return np.int32
+    try:
+        return np.dtype(arrow_type.to_pandas_dtype()).type
+    except (NotImplementedError, TypeError):
+        return np.object_
+
+
+def _unpack_row(row: Mapping[str, np.ndarray], columns: list[str], array_columns: list[str]) -> dict[str, np.ndarray]:
+    """One row of ``_RowGroupAsOneRow`` -> the row group's columns (arrays (n, W) padded, plus ``<col>__len``)."""
+    chunk = {col: np.asarray(row[col]) for col in columns if col not in array_columns}
+    for col in array_columns:
+        lens = np.asarray(row[col + LEN_SUFFIX], dtype=np.int32)
+        flat = np.asarray(row[col])
+        chunk[col] = flat.reshape(lens.size, -1) if lens.size else flat.reshape(0, 1)
+        chunk[col + LEN_SUFFIX] = lens
+    return chunk
 
 
 def iter_row_groups(
@@ -256,10 +299,11 @@ def iter_row_groups(
     from petastorm.errors import NoDataAvailableError
     from petastorm.transform import TransformSpec
 
+    schema = parquet_schema(Path(path))
     spec = TransformSpec(
-        _PadArrays(array_columns),
-        edit_fields=[(c, np.int32, (None,), False) for c in array_columns]
-        + [(c + LEN_SUFFIX, np.int32, (), False) for c in array_columns],
+        _RowGroupAsOneRow(columns, array_columns),
+        edit_fields=[(c, _numpy_dtype(schema.field(c).type), (None,), False) for c in columns]
+        + [(c + LEN_SUFFIX, np.int32, (None,), False) for c in array_columns],
     )
     sharded = shard_count > 1
     try:
@@ -279,9 +323,11 @@ def iter_row_groups(
         raise DataError(f"{path}: cannot split the row groups into {shard_count} shards: {exc}") from exc
     with reader:
         for batch in reader:
-            chunk = {name: getattr(batch, name) for name in batch._fields}
-            if len(chunk[columns[0]]):
-                yield chunk
+            rows = {name: getattr(batch, name) for name in batch._fields}  # each (row groups, values)
+            for r in range(len(rows[columns[0]])):
+                chunk = _unpack_row({name: value[r] for name, value in rows.items()}, columns, array_columns)
+                if len(chunk[columns[0]]):
+                    yield chunk
 
 
 def read_table(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
@@ -312,7 +358,9 @@ def _trim(matrix: np.ndarray, lens: np.ndarray, pad_to: int | None) -> np.ndarra
     width = pad_to if pad_to else max(int(lens.max()) if lens.size else 0, 1)
     if matrix.shape[1] >= width:
         return matrix[:, :width]
-    return np.pad(matrix, ((0, 0), (0, width - matrix.shape[1])))
+    out = np.zeros((matrix.shape[0], width), dtype=matrix.dtype)
+    out[:, : matrix.shape[1]] = matrix
+    return out
 
 
 class _RowsChunk:
@@ -399,10 +447,16 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     out = {}
     for key in parts[0]:
         arrays = [p[key] for p in parts]
-        if arrays[0].ndim > 1:
-            shape = np.max([a.shape[1:] for a in arrays], axis=0)
-            arrays = [np.pad(a, [(0, 0)] + [(0, int(s) - d) for s, d in zip(shape, a.shape[1:])]) for a in arrays]
-        out[key] = np.concatenate(arrays)
+        if arrays[0].ndim == 1 or len({a.shape[1:] for a in arrays}) == 1:
+            out[key] = np.concatenate(arrays)
+            continue
+        shape = tuple(int(w) for w in np.max([a.shape[1:] for a in arrays], axis=0))
+        merged = np.zeros((sum(len(a) for a in arrays), *shape), dtype=np.result_type(*arrays))
+        row = 0
+        for a in arrays:
+            merged[(slice(row, row + len(a)), *(slice(0, w) for w in a.shape[1:]))] = a
+            row += len(a)
+        out[key] = merged
     return out
 
 
@@ -480,6 +534,65 @@ def to_torch(batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------------------------
 # Loaders
 # ----------------------------------------------------------------------------------------------------------------
+def _group_key(ids: np.ndarray) -> tuple:
+    """A row group's key in the cache: its size and first and last id (ids are unique within a split)."""
+    return (len(ids), ids[0].item(), ids[-1].item()) if len(ids) else (0,)
+
+
+_DONE = object()
+
+
+def _prefetched(batches: Iterator, depth: int) -> Iterator:
+    """``batches`` produced by a background thread, up to ``depth`` ahead, in the same order.
+
+    Reading, collating and making tensors (numpy and torch release the GIL in their loops) then overlap with the
+    training step. An error in the producer is raised here; leaving the loop early (``break``, an exception in the
+    training step) stops the producer, which closes ``batches`` (and its Petastorm reader) in its own thread.
+    """
+    import queue
+    import threading
+
+    out: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        out.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            item = _DONE
+        except BaseException as exc:  # handed to the consumer
+            item = exc
+        finally:
+            batches.close()
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="musicrec-loader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class EpochLoader:
     """One epoch of batches from one split; iterate once (a second iteration replays the same epoch)."""
 
@@ -488,6 +601,11 @@ class EpochLoader:
         self.cur_shard, self.shard_count = cur_shard, shard_count
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.data.config.prefetch > 0:
+            return _prefetched(self._batches(), self.data.config.prefetch)
+        return self._batches()
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         d, cfg = self.data, self.data.config
         seed = _epoch_seed(d.seed, self.epoch, self.cur_shard)
         rng = np.random.default_rng(seed) if self.train and cfg.shuffle_buffer > 0 else None
@@ -504,17 +622,14 @@ class EpochLoader:
         if self.view == "loo":
             yield d.loo_chunk(self.split, self.cur_shard, self.shard_count)
             return
-        path = d.path(self.split)
         columns, arrays = d.read_columns(self.view)
         neg_rng = np.random.default_rng(_epoch_seed(d.seed, self.epoch, self.cur_shard, 1))
-        for raw in iter_row_groups(
-            path, columns, arrays,
+        for raw in d.row_groups(
+            self.split, columns, arrays,
             seed=_epoch_seed(d.seed, self.epoch),  # the same on every shard: Petastorm's sharding must agree
             shuffle_row_groups=self.train and d.config.shuffle_row_groups,
             cur_shard=self.cur_shard, shard_count=self.shard_count,
-            reader_pool=d.config.reader_pool, workers_count=d.config.workers_count,
         ):
-            d.validate(path, raw)
             yield d.make_chunk(self.view, raw, neg_rng)
 
 
@@ -547,6 +662,8 @@ class Data:
         self.max_len = int(self.config.max_len or self.manifest.get("max_session_length") or 50)
         self._train_keys: np.ndarray | None = None
         self._loo: dict[str, dict[str, np.ndarray]] = {}
+        self._cache: dict[tuple, dict[tuple, dict[str, np.ndarray]]] = {}  # see row_groups
+        self._too_big: set[tuple] = set()
         for split in ("train", "valid", "test"):
             check_columns(self.path(split), self.expected_columns(split))
 
@@ -586,6 +703,50 @@ class Data:
         for col, limit in self.vocab_limits.items():
             if col in raw:
                 check_indices(path, col, raw[col], limit)
+
+    def row_groups(self, split: str, columns: list[str], arrays: list[str], *, seed: int, shuffle_row_groups: bool,
+                   cur_shard: int, shard_count: int) -> Iterator[dict[str, np.ndarray]]:
+        """The shard's row groups of ``split`` in Petastorm's order for ``seed`` (``iter_row_groups``), checked
+        against the vocabularies.
+
+        In-memory cache (``config.cache_mb`` > 0): the first complete pass keeps the decoded row groups when they fit
+        in ``cache_mb``; a later pass asks Petastorm, with the same seed and shard, for the key column only
+        (``row_id`` or ``session_id``: a few milliseconds) and replays the kept row groups in the order it gives, so
+        an epoch is the same, row group for row group, as an uncached one. Any mismatch reads everything again.
+        """
+        path = self.path(split)
+        read = dict(seed=seed, shuffle_row_groups=shuffle_row_groups, cur_shard=cur_shard, shard_count=shard_count,
+                    reader_pool=self.config.reader_pool, workers_count=self.config.workers_count)
+        key_col = next((c for c in (ROW_ID, SESSION_ID) if c in columns), None)
+        cache_key = (split, tuple(columns), tuple(arrays), cur_shard, shard_count)
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            order = []
+            for ids in iter_row_groups(path, [key_col], [], **read):
+                group = cached.get(_group_key(ids[key_col]))
+                if group is None or not np.array_equal(group[key_col], ids[key_col]):
+                    order = None
+                    break
+                order.append(group)
+            if order is not None and len(order) == len(cached):
+                yield from order
+                return
+            del self._cache[cache_key]  # the folder changed under us: read it again
+        keep = self.config.cache_mb > 0 and key_col is not None and cache_key not in self._too_big
+        store: dict[tuple, dict[str, np.ndarray]] = {}
+        size = 0
+        for raw in iter_row_groups(path, columns, arrays, **read):
+            self.validate(path, raw)
+            if keep:
+                size += sum(v.nbytes for v in raw.values())
+                if size > self.config.cache_mb * 2**20:
+                    keep, store = False, {}
+                    self._too_big.add(cache_key)
+                else:
+                    store[_group_key(raw[key_col])] = raw
+            yield raw
+        if keep:  # only a complete pass is kept
+            self._cache[cache_key] = store
 
     # --- loaders ------------------------------------------------------------------------------------------------
     def train_loader(self, epoch: int) -> EpochLoader:

@@ -1,8 +1,15 @@
 """Bi-GRU with attention over a Last.fm session prefix, predicting the next song (the seed Last.fm model).
 
 Per step t: x_t = concat(song embedding (song_dim), masked mean of the song's tag embeddings (tag_dim)).
-A bidirectional GRU runs over the valid prefix only (``pack_padded_sequence``), attention pooling takes a masked
-softmax over the steps of ``v . tanh(W o_t + b)``, then dropout and one dense layer over the full song vocabulary.
+A bidirectional GRU runs over the valid prefix only, attention pooling takes a masked softmax over the steps of
+``v . tanh(W o_t + b)``, then dropout and one dense layer over the full song vocabulary.
+
+How the GRU skips the padding (``bigru``): on CUDA with ``pack_padded_sequence`` (cuDNN's packed kernels). On CPU
+by masking: the forward direction runs over the right-padded batch as it is (the padding comes after every valid
+step, so it cannot reach a valid output), and the backward direction runs, with the reverse weights, over each row
+reversed within its own length, whose outputs are then put back in time order. The numbers are those of packing
+(tests/test_perf_paths.py), but the backward pass is several times cheaper: PyTorch's packed CPU path slices the
+packed input once per time step, and each slice's gradient is a zero-filled copy of the whole packed input.
 
 Logits and the two special indices: ``forward`` returns RAW logits (B, V_song) for every index, which is what
 training needs. ``score_all(batch)`` returns the same logits with index 0 (padding) and 1 (OOV) set to -inf: use it
@@ -28,6 +35,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from musicrec.columns import FIRST_TOKEN_INDEX, OOV_INDEX, PAD_INDEX, SONG_TAGS, SONGS
@@ -108,15 +116,58 @@ class SessionGRU(nn.Module):
             tags = batch[SONG_TAGS]  # (B, T, K)
             assert tags.shape[:2] == (B, T), f"song_tags must be (B, T, K) with (B, T) = {(B, T)}, got {tags.shape}"
             x = torch.cat([x, masked_mean_embedding(self.tag_emb, tags)], dim=-1)  # (B, T, Ds + Dt)
-        packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, 2H), zeros past the length
         valid = torch.arange(T, device=songs.device).unsqueeze(0) < lengths.to(songs.device).unsqueeze(1)  # (B, T)
+        out = self.bigru(x, lengths_cpu, valid)  # (B, T, 2H), zeros past the length
         scores = self.att_score(torch.tanh(self.att_proj(out))).squeeze(-1)  # (B, T)
         scores = scores.masked_fill(~valid, float("-inf"))
         weights = torch.softmax(scores, dim=1)  # (B, T), zero past the length
         pooled = torch.bmm(weights.unsqueeze(1), out).squeeze(1)  # (B, 2H)
         return self.drop(pooled)  # (B, 2H)
+
+    def bigru(self, x: torch.Tensor, lengths_cpu: torch.Tensor, valid: torch.Tensor, packed: bool | None = None) -> torch.Tensor:
+        """The bidirectional GRU over the first ``lengths`` steps of each row: x (B, T, D) -> (B, T, 2H), zeros past
+        the length. ``packed=None`` packs on CUDA and masks on CPU (see the module docstring); both give the same
+        numbers, up to float rounding (the dropout between stacked layers draws different masks)."""
+        B, T, _ = x.shape
+        if packed is None:
+            packed = x.device.type != "cpu"
+        if packed:
+            seq = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
+            out, _ = self.gru(seq)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, 2H)
+            return out
+        steps = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
+        lengths = lengths_cpu.to(x.device).unsqueeze(1)  # (B, 1)
+        rev = torch.where(valid, lengths - 1 - steps, steps)  # (B, T): row b's first lengths[b] steps reversed
+        keep = valid.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        H, layer_in = self.config.hidden, x
+        for layer in range(self.config.num_layers):
+            if layer > 0:  # what nn.GRU does between stacked layers
+                layer_in = F.dropout(layer_in, self.gru.dropout, self.training)
+            run = self._one_direction(layer_in.shape[-1])
+            names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            fwd = {f"{n}_l0": getattr(self.gru, f"{n}_l{layer}") for n in names}
+            bwd = {f"{n}_l0": getattr(self.gru, f"{n}_l{layer}_reverse") for n in names}
+            out_f, _ = functional_call(run, fwd, (layer_in,))  # (B, T, H); past the length: junk
+            rev_in = layer_in.gather(1, rev.unsqueeze(-1).expand_as(layer_in))  # (B, T, D_in)
+            out_b, _ = functional_call(run, bwd, (rev_in,))  # (B, T, H), reversed time
+            out_b = out_b.gather(1, rev.unsqueeze(-1).expand(B, T, H))  # (B, T, H), back in time order
+            layer_in = torch.cat([out_f, out_b], dim=-1) * keep  # (B, T, 2H), zeros past the length
+        return layer_in
+
+    def _one_direction(self, input_size: int) -> nn.GRU:
+        """A weightless one-layer, one-direction GRU of this model's hidden size, run with the weights of one direction
+        of one layer of ``self.gru`` (``functional_call``); kept out of the state_dict and built without drawing
+        random numbers, so the model's parameters and its initialization are those of the packed version."""
+        runners = self.__dict__.setdefault("_runners", {})
+        if input_size not in runners:
+            runners[input_size] = nn.GRU(input_size, self.config.hidden, batch_first=True, device="meta")  # no storage, no RNG
+        return runners[input_size]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_runners", None)  # rebuilt on first use (a pickled model, e.g. mlflow.pytorch, stays plain)
+        return state
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw logits over every song index (B, V_song); see ``score_all`` for evaluation."""

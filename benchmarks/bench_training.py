@@ -1,0 +1,206 @@
+"""Training throughput per model on CPU, fed by the Petastorm loader and by the same batches preloaded in memory.
+
+    .venv/bin/python benchmarks/bench_training.py [--work DIR] [--lastfm OUT] [--kkbox OUT] [--cases gru,ncf,...]
+                                                  [--epochs 2] [--repeats 3] [--max-steps N] [--threads N]
+
+Data: the feature jobs' output for the default-scale generated data. Without ``--lastfm``/``--kkbox`` the script
+makes it under ``--work`` (default ``/tmp/musicrec-bench``), reusing what is already there:
+``python -m musicrec.datagen lastfm|kkbox --out WORK/raw-<dataset>`` then
+``./spark-submit.sh jobs/features.py lastfm|kkbox --input WORK/raw-<dataset> --output WORK/<dataset>``.
+
+Cases (``--cases``): ``gru`` (Last.fm next song), ``ncf`` (KKBOX rows), ``ncf-lastfm`` (Last.fm pairs with sampled
+negatives), ``dnn`` and ``logreg`` (KKBOX rows); each with its ``conf/<model>.yaml`` (data and train sections, model
+section as is), ``--epochs`` epochs, early stopping off.
+
+What it measures, per case and repeat, in this one process (so the two sides see the same machine load):
+
+* ``loader``: ``musicrec.training.fit`` with ``Data.train_loader`` (Petastorm reading, prefix expansion, shuffle
+  buffer, collation, tensors), i.e. the real training path;
+* ``memory``: the same ``fit`` from the same initial weights over the very same batches, read beforehand into a list
+  of tensors (``--epochs`` epochs of them), so nothing but the loader differs. The final weights of the two runs are
+  compared (they must be equal: same batches, same seeds).
+
+Throughput is ``fit``'s own ``samples_per_s`` (training examples / seconds of the training loop of an epoch, i.e.
+without the per-epoch validation, which here is only the first ``--eval-batches`` validation batches), averaged over
+the epochs of a run; each side's figure is the median over ``--repeats`` runs, alternated loader / memory.
+``loader cost`` = 1 - loader / memory: the share of throughput the loader takes (goal: at most 20%).
+
+``--threads`` overrides ``train.num_threads`` (0 = PyTorch's default). Prints a markdown table on stdout; progress on
+stderr. Results and the machine's load: benchmarks/RESULTS_training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import itertools
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# case -> (model, dataset)
+CASES = {
+    "gru": ("gru", "lastfm"),
+    "ncf": ("ncf", "kkbox"),
+    "ncf-lastfm": ("ncf", "lastfm"),
+    "dnn": ("dnn", "kkbox"),
+    "logreg": ("logreg", "kkbox"),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/musicrec-bench"),
+                        help="where generated raw data and feature outputs go (reused when present)")
+    parser.add_argument("--lastfm", type=Path, default=None, help="an existing Last.fm feature output (skips making one)")
+    parser.add_argument("--kkbox", type=Path, default=None, help="an existing KKBOX feature output (skips making one)")
+    parser.add_argument("--cases", default="gru,ncf,ncf-lastfm,dnn,logreg", help=f"comma list of {sorted(CASES)}")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run")
+    parser.add_argument("--repeats", type=int, default=3, help="loader/memory run pairs per case; medians are reported")
+    parser.add_argument("--max-steps", type=int, default=0, help="cap on the training steps of an epoch (0 = all)")
+    parser.add_argument("--eval-batches", type=int, default=2, help="validation batches evaluated after each epoch")
+    parser.add_argument("--threads", type=int, default=None, help="override train.num_threads (0 = PyTorch's default)")
+    parser.add_argument("--seed", type=int, default=42)
+    return parser.parse_args(argv)
+
+
+def machine() -> str:
+    """CPU model, core count and load average, in words."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({model})"
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ensure_data(dataset: str, args: argparse.Namespace) -> Path:
+    """The feature output of ``dataset``: ``--lastfm``/``--kkbox`` if given, else made under ``--work``."""
+    given = getattr(args, dataset)
+    if given is not None:
+        return given
+    out = args.work / dataset
+    if (out / "_MANIFEST.json").is_file():
+        return out
+    raw = args.work / f"raw-{dataset}"
+    args.work.mkdir(parents=True, exist_ok=True)
+    log(f"generating {dataset} (default scale) into {raw}")
+    subprocess.run([sys.executable, "-m", "musicrec.datagen", dataset, "--out", str(raw), "--quiet"], cwd=REPO, check=True)
+    log(f"feature job {dataset} -> {out}")
+    subprocess.run([str(REPO / "spark-submit.sh"), "jobs/features.py", dataset, "--input", str(raw), "--output", str(out)],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def _limit(batches, max_steps: int):
+    return itertools.islice(batches, max_steps) if max_steps else batches
+
+
+def run_case(case: str, data_dir: Path, args: argparse.Namespace) -> dict:
+    import torch
+
+    from musicrec.config import load_config
+    from musicrec.loader import Data, DataConfig, read_manifest, view_for
+    from musicrec.models import build_model
+    from musicrec.training import TrainConfig, fit
+
+    model_name, _dataset = CASES[case]
+    config = load_config(None, default_name=model_name)
+    manifest = read_manifest(data_dir)
+    data = Data(data_dir, view_for(manifest["dataset"], model_name), DataConfig.from_dict(config.get("data")),
+                seed=args.seed, manifest=manifest)
+    train = dict(config.get("train") or {}, epochs=args.epochs, patience=0, progress=False, seed=args.seed, device="cpu")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if args.threads is not None:
+        if "num_threads" in known:
+            train["num_threads"] = args.threads
+        elif args.threads:
+            torch.set_num_threads(args.threads)
+    train_config = TrainConfig.from_dict({k: v for k, v in train.items() if k in known})
+    kind = {"rows": "binary", "next_song": "next_song", "ncf": "loo"}[data.view]
+
+    torch.manual_seed(args.seed)
+    initial = build_model(model_name, manifest, config.get("model"))
+    eval_batches = list(itertools.islice(iter(data.eval_loader("valid")), args.eval_batches))
+    preloaded = [list(_limit(data.train_loader(epoch), args.max_steps)) for epoch in range(args.epochs)]
+    n_examples = sum(len(next(iter(b.values()))) for b in preloaded[0])
+
+    def one_run(side: str) -> tuple[float, dict]:
+        model = copy.deepcopy(initial)
+        if side == "loader":
+            train_loader = lambda epoch: _limit(data.train_loader(epoch), args.max_steps)  # noqa: E731
+        else:
+            train_loader = lambda epoch: iter(preloaded[epoch])  # noqa: E731
+        with contextlib.redirect_stdout(sys.stderr):  # fit's epoch lines: progress, not results
+            result = fit(model, train_loader=train_loader, eval_loader=lambda split: iter(eval_batches), kind=kind,
+                         config=train_config, device="cpu", model_name=model_name, test_split=None)
+        rates = [r["samples_per_s"] for r in result.history]
+        return statistics.mean(rates), model.state_dict()
+
+    rates: dict[str, list[float]] = {"loader": [], "memory": []}
+    states = {}
+    load_before = load()
+    for rep in range(args.repeats):
+        for side in ("loader", "memory"):
+            rate, states[side] = one_run(side)
+            rates[side].append(rate)
+            log(f"  {case} rep {rep + 1} {side}: {rate:,.0f} samples/s (load {load()})")
+    same = all(torch.equal(states["loader"][k], states["memory"][k]) for k in states["loader"])
+    loader, memory = statistics.median(rates["loader"]), statistics.median(rates["memory"])
+    return {
+        "case": case, "model": model_name, "data": manifest["dataset"], "examples": n_examples,
+        "batch": data.config.batch_size, "threads": torch.get_num_threads(), "loader": loader, "memory": memory,
+        "cost": 1.0 - loader / memory, "loader_runs": rates["loader"], "memory_runs": rates["memory"],
+        "same_weights": same, "load": f"{load_before} -> {load()}",
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}; known: {sorted(CASES)}")
+    dirs = {ds: ensure_data(ds, args) for ds in sorted({CASES[c][1] for c in cases})}
+    log(f"machine: {machine()}, load {load()}")
+    rows = []
+    for case in cases:
+        started = time.perf_counter()
+        rows.append(run_case(case, dirs[CASES[case][1]], args))
+        log(f"{case}: done in {time.perf_counter() - started:.0f} s")
+    print(f"machine: {machine()}; epochs {args.epochs}, repeats {args.repeats}, max steps {args.max_steps or 'all'}")
+    print()
+    print("| case | data | examples/epoch | batch | threads | loader samples/s | in-memory samples/s | loader cost | "
+          "same weights | load (1/5/15 min) | runs loader / memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        runs = ", ".join(f"{x:,.0f}" for x in r["loader_runs"]) + " / " + ", ".join(f"{x:,.0f}" for x in r["memory_runs"])
+        print(f"| {r['case']} | {r['data']} | {r['examples']:,} | {r['batch']} | {r['threads']} | {r['loader']:,.0f} | "
+              f"{r['memory']:,.0f} | {100 * r['cost']:.1f}% | {'yes' if r['same_weights'] else 'NO'} | {r['load']} | "
+              f"{runs} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
