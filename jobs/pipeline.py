@@ -63,7 +63,10 @@ def stage(name: str, stamp_dir: Path, inputs: list[Path], params: dict, cmd: lis
         return
     log(f"{name}: {' '.join(shlex.quote(c) for c in cmd)}")
     started = time.time()
-    result = subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {})})
+    # Tools (spark-submit, horovodrun) and Spark's Python workers come from the interpreter running this pipeline.
+    base_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYSPARK_PYTHON": PYTHON,
+                "PYSPARK_DRIVER_PYTHON": PYTHON}
+    result = subprocess.run(cmd, cwd=REPO, env={**base_env, **(env or {})})
     if result.returncode != 0:
         raise SystemExit(f"[pipeline] stage {name!r} failed with exit code {result.returncode}; see its output above")
     stamp_dir.mkdir(parents=True, exist_ok=True)
