@@ -13,7 +13,9 @@ worker's environment). Importing this module does not import Horovod; creating a
                                ``hvd.broadcast_object``. Not ``hvd.broadcast_optimizer_state``: on a fresh optimizer
                                it takes a dummy step with zero gradients, which counts an Adam step (bias correction)
                                and applies weight decay, so 2 workers would no longer start where 1 worker starts.
-``wrap_optimizer``             ``hvd.DistributedOptimizer(named_parameters=..., op=hvd.Average)``
+``wrap_optimizer``             ``hvd.DistributedOptimizer(named_parameters=..., op=hvd.Average)``, then the wrapped
+                               optimizer's state (Horovod builds a new optimizer with an empty state; on
+                               ``--resume`` it would lose Adam's moments)
 ``optimizer_step``             ``synchronize()`` -> (AMP unscale) -> clip the averaged gradients ->
                                ``step()`` under ``skip_synchronize()``, the order Horovod's docs give for clipping
 ``barrier``                    ``hvd.barrier()``
@@ -144,8 +146,13 @@ class HorovodBackend(Backend):
                     optimizer.load_state_dict(state)  # moves the state to each parameter's device
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
-        return self._hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
-                                              op=self._hvd.Average)
+        state = optimizer.state_dict()
+        wrapped = self._hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
+                                                 op=self._hvd.Average)
+        # DistributedOptimizer is a NEW optimizer over the same parameter groups with an EMPTY state: without this, a
+        # resumed run would restart Adam's moments and step counts (and SGD's momentum) from zero
+        wrapped.load_state_dict(state)
+        return wrapped
 
     def optimizer_step(self, optimizer, scaler, parameters, clip_grad_norm) -> None:
         """Average the gradients over workers (``synchronize``), then unscale / clip / step exactly as one worker."""

@@ -11,9 +11,13 @@ batch and seed (``data.batch_size`` is the global batch; each of the 2 workers t
 - the final (last epoch) validation metric is within ``TOLERANCE`` of the 1-process one (the two runs see the same
   examples per epoch but in other batches and shuffles, and NCF draws its negatives per shard);
 - the MLflow store has exactly one run for the model (rank 0's), finished, with one metric point per epoch.
+logreg runs these checks after a crash: rank 1 exits (status 17) in the middle of epoch 2, the job must end within
+``EXIT_BOUND_S`` with horovodrun naming rank 1, and ``--resume`` must finish the run from the epoch-1 checkpoint
+(one launch fewer than a separate crash test, and a stronger check: the rows and the single MLflow run span both).
 
-Cost on 2 loaded cores: each horovodrun launch is ~15-30 s (two Python processes importing torch, Petastorm and
-MLflow); the Spark test ~2-3 min (master, 2 workers, driver and 2 executors are JVMs).
+Cost on 2 loaded cores: each horovodrun launch is ~25-45 s (two Python processes importing torch, Petastorm and
+MLflow, which also creates its SQLite store once per module); the Spark test ~2-3 min (master, 2 workers, driver
+and 2 executors are JVMs).
 """
 
 from __future__ import annotations
@@ -93,6 +97,12 @@ def _horovodrun(args, timeout=300, **env):
     return proc, time.time() - started
 
 
+def _why(out: str, limit: int = 6000) -> str:
+    """The workers' stderr lines first (a traceback), then the end of the output: for assertion messages."""
+    errors = [line for line in out.splitlines() if re.match(r"^\[\d+\]<stderr>:", line) and " INFO " not in line]
+    return ("\n".join(errors)[-limit:] + "\n--- end of output ---\n" + out[-2000:]) if errors else out[-limit:]
+
+
 def _history(run_dir):
     import json
 
@@ -135,31 +145,25 @@ def _check_every_example_once(model, data_dir, parts):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# horovodrun -np 2, every learned model
+# horovodrun -np 2, every learned model (logreg: through a crash and --resume, below)
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.slow
-@pytest.mark.parametrize("model", ["logreg", "dnn", "gru", "ncf"])
-def test_horovodrun_two_workers_match_one(model, datasets, tracking, tmp_path, capsys):
+def _one_worker_history(model, data, run_dir, capsys):
+    assert _job("train").main(_train_args(model, data, run_dir, "none")) == 0  # 1 worker, in-process
+    capsys.readouterr()
+    return _history(run_dir)
+
+
+def _check_two_worker_run(model, data, run_dir, tracking, one, note=""):
+    """Rows once per epoch, final metric within TOLERANCE of 1 worker, exactly one finished MLflow run."""
     from mlflow.tracking import MlflowClient
 
-    data = datasets / DATASET[model]
-    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
-    assert _job("train").main(_train_args(model, data, one_dir, "none")) == 0  # 1 worker, in-process
-    capsys.readouterr()
-    proc, wall = _horovodrun(["jobs/train.py", *_train_args(model, data, two_dir, tracking)], MUSICREC_DEBUG_ROWS="1")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    assert "[0]<stdout>:distributed: backend=horovod  workers=2" in out
-    assert not re.search(r"^\[1\]<stdout>:(epoch|done|resolved config)", out, re.M), "only rank 0 prints"
-
-    sizes = [_check_every_example_once(model, data, _debug_rows(two_dir, epoch)) for epoch in (1, 2)]
-    one, two = _history(one_dir), _history(two_dir)
+    sizes = [_check_every_example_once(model, data, _debug_rows(run_dir, epoch)) for epoch in (1, 2)]
+    two = _history(run_dir)
     metric = MAIN_METRIC[model]
     assert [r["epoch"] for r in two] == [1, 2]
     delta = abs(two[-1][metric] - one[-1][metric])
     print(f"\n{model}: {metric} 1 worker {one[-1][metric]:.4f}  2 workers {two[-1][metric]:.4f}  |delta| {delta:.4f}  "
-          f"train_loss {one[-1]['train_loss']:.4f} / {two[-1]['train_loss']:.4f}  examples per worker {sizes}  "
-          f"horovodrun {wall:.0f} s")
+          f"train_loss {one[-1]['train_loss']:.4f} / {two[-1]['train_loss']:.4f}  examples per worker {sizes}  {note}")
     assert delta <= TOLERANCE, f"{metric}: 2 workers {two[-1][metric]:.4f} vs 1 worker {one[-1][metric]:.4f}"
     if DATASET[model] == "kkbox" or model == "gru":
         assert sizes[0][0] != sizes[0][1], "the test data should give the workers shards of different sizes"
@@ -170,8 +174,51 @@ def test_horovodrun_two_workers_match_one(model, datasets, tracking, tmp_path, c
     assert len(runs) == 1, f"{len(runs)} MLflow runs for one distributed training"
     (run,) = runs
     assert run.info.status == "FINISHED" and run.data.params["distributed.workers"] == "2"
-    key = metric.replace("@", "_at_")
-    assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, metric.replace("@", "_at_"))] == [1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["dnn", "gru", "ncf"])
+def test_horovodrun_two_workers_match_one(model, datasets, tracking, tmp_path, capsys):
+    data = datasets / DATASET[model]
+    one = _one_worker_history(model, data, tmp_path / "one", capsys)
+    proc, wall = _horovodrun(["jobs/train.py", *_train_args(model, data, tmp_path / "two", tracking)],
+                             MUSICREC_DEBUG_ROWS="1")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, _why(out)
+    assert "[0]<stdout>:distributed: backend=horovod  workers=2" in out
+    assert not re.search(r"^\[1\]<stdout>:(epoch|done|resolved config)", out, re.M), "only rank 0 prints"
+    _check_two_worker_run(model, data, tmp_path / "two", tracking, one, note=f"horovodrun {wall:.0f} s")
+
+
+@pytest.mark.slow
+def test_killed_worker_fails_fast_and_resume_completes(datasets, tracking, tmp_path, capsys):
+    """logreg: rank 1 dies mid-epoch 2; the job ends within EXIT_BOUND_S naming rank 1; ``--resume`` finishes from
+    the epoch-1 checkpoint, and the result passes the same checks as an uninterrupted run (rows once per epoch over
+    the two launches, metric within TOLERANCE of 1 worker, one MLflow run)."""
+    model, data, run_dir = "logreg", datasets / "kkbox", tmp_path / "two"
+    one = _one_worker_history(model, data, tmp_path / "one", capsys)
+    args = ["jobs/train.py", *_train_args(model, data, run_dir, tracking)]
+    # rank 1's shard is 1500 rows = 24 batches of 64 per epoch: its 30th batch is in epoch 2, after the epoch-1 checkpoint
+    proc, _ = _horovodrun(args, MUSICREC_DEBUG_ROWS="1", MUSICREC_FAULT_RANK="1", MUSICREC_FAULT_AT_STEP="30")
+    ended = time.time()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    fault = re.search(r"\[1\]<stderr>:train\.py: fault injection: rank 1 exits with status 17 at its training batch 30 "
+                      r"\(epoch 2, .*unix time ([0-9.]+)\)", out)
+    assert fault, _why(out)
+    assert "Process 1 exit with status code 17." in out  # horovodrun names the failed rank ...
+    assert re.search(r"Process name: 1\s+Exit code: 17", out), out[-2000:]  # ... and reports it as the first failure
+    to_exit = ended - float(fault.group(1))
+    print(f"\nkilled worker: horovodrun exited {to_exit:.1f} s after rank 1 died (bound {EXIT_BOUND_S:.0f} s)")
+    assert to_exit < EXIT_BOUND_S
+    assert [r["epoch"] for r in _history(run_dir)] == [1]
+
+    proc, wall = _horovodrun([*args, "--resume"], MUSICREC_DEBUG_ROWS="1")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, _why(out)
+    assert "[0]<stdout>:resuming" in out and "after epoch 1" in out
+    _check_two_worker_run(model, data, run_dir, tracking, one, note=f"(crashed in epoch 2, resumed: {wall:.0f} s)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,6 +290,22 @@ BACKEND_SCRIPT = textwrap.dedent('''
         results[optimizer] = max(float((a - b).abs().max()) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     print(f"EXACT OK rank {rank}: max |weight difference| 2 workers vs 1 after 3 epochs: {results}", flush=True)
 
+    # 1 epoch, checkpoint (rank 0 writes), every worker loads it, resume for epochs 2-3: the 1-worker Adam weights again
+    from musicrec.checkpoint import Checkpointer, load
+    run_dir = sys.argv[2]
+    torch.manual_seed(1 + 100 * rank)
+    model = Tiny()
+    train_loader, eval_loader = loader_for(rank, 2)
+    short = TrainConfig(**{**config.__dict__, "epochs": 1})
+    fit(model, train_loader=train_loader, eval_loader=eval_loader, kind="binary", config=short, backend=backend,
+        checkpointer=Checkpointer(run_dir, enabled=rank == 0), test_split=None)
+    model = Tiny()  # fresh weights and optimizer: everything must come from the checkpoint
+    fit(model, train_loader=train_loader, eval_loader=eval_loader, kind="binary", config=config, backend=backend,
+        checkpointer=Checkpointer(run_dir, enabled=rank == 0), test_split=None, resume_from=load(run_dir + "/last.pt"))
+    for (k, a), (_, b) in zip(m1.state_dict().items(), model.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5), ("resume", k, (a - b).abs().max())
+    print(f"RESUME OK rank {rank}", flush=True)
+
     # optimizer state: rank 1's fresh Adam gets rank 0's stepped state, without a dummy step
     model = Tiny(); opt = torch.optim.Adam(model.parameters(), lr=0.1)
     if rank == 0:
@@ -262,13 +325,18 @@ BACKEND_SCRIPT = textwrap.dedent('''
 
 
 @pytest.mark.slow
-def test_horovod_backend_same_steps_as_one_process_and_watchdog(tmp_path):
+def test_horovod_backend_same_steps_as_one_process_resume_and_watchdog(tmp_path):
+    """Exactness (Tiny model, uneven batches, a worker idle for a step, SGD and Adam with clipping): 2 workers take
+    the same steps as 1 worker on the same global batches, also across a checkpoint + resume; the optimizer state is
+    broadcast without a dummy step; a worker that hangs makes the other exit after MUSICREC_COLLECTIVE_TIMEOUT_S."""
     script = tmp_path / "backend_check.py"
     script.write_text(BACKEND_SCRIPT)
-    proc, wall = _horovodrun([str(script), str(REPO)], timeout=240, MUSICREC_COLLECTIVE_TIMEOUT_S="10")
+    proc, wall = _horovodrun([str(script), str(REPO), str(tmp_path / "run")], timeout=240,
+                             MUSICREC_COLLECTIVE_TIMEOUT_S="10")
     out = proc.stdout + proc.stderr
-    assert "[0]<stdout>:EXACT OK rank 0" in out and "[1]<stdout>:EXACT OK rank 1" in out, out[-4000:]
-    assert "BROADCAST OK rank 0" in out and "BROADCAST OK rank 1" in out, out[-4000:]
+    assert "[0]<stdout>:EXACT OK rank 0" in out and "[1]<stdout>:EXACT OK rank 1" in out, _why(out)
+    assert "RESUME OK rank 0" in out and "RESUME OK rank 1" in out, _why(out)
+    assert "BROADCAST OK rank 0" in out and "BROADCAST OK rank 1" in out, _why(out)
     print("\n" + next(line for line in out.splitlines() if "EXACT OK rank 0" in line))
     assert "NOT REACHED" not in out
     assert proc.returncode != 0
@@ -277,42 +345,6 @@ def test_horovod_backend_same_steps_as_one_process_and_watchdog(tmp_path):
     hang_start = float(re.search(r"HANG START rank 0 ([0-9.]+)", out).group(1))
     print(f"hung worker: the job ended {time.time() - hang_start:.1f} s after rank 0 entered the barrier (limit 10 s)")
     assert time.time() - hang_start < 10 + EXIT_BOUND_S
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# a worker killed mid-epoch, then --resume
-# ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_killed_worker_fails_fast_and_resume_completes(datasets, tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_dir = tmp_path / "run"
-    args = ["jobs/train.py", *_train_args("logreg", datasets / "kkbox", run_dir, uri, epochs=2)]
-    # rank 1's shard is 1500 rows = 24 batches of 64 per epoch: its 30th batch is in epoch 2, after the epoch-1 checkpoint
-    proc, wall = _horovodrun(args, MUSICREC_FAULT_RANK="1", MUSICREC_FAULT_AT_STEP="30")
-    ended = time.time()
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out[-3000:]
-    fault = re.search(r"\[1\]<stderr>:train\.py: fault injection: rank 1 exits with status 17 at its training batch 30 "
-                      r"\(epoch 2, .*unix time ([0-9.]+)\)", out)
-    assert fault, out[-3000:]
-    assert "Process 1 exit with status code 17." in out  # horovodrun names the failed rank
-    assert re.search(r"Process name: 1\s+Exit code: 17", out), out[-2000:]  # ... and reports it as the first failure
-    to_exit = ended - float(fault.group(1))
-    print(f"\nkilled worker: horovodrun exited {to_exit:.1f} s after rank 1 died (bound {EXIT_BOUND_S:.0f} s)")
-    assert to_exit < EXIT_BOUND_S
-    assert (run_dir / "last.pt").is_file() and _history(run_dir)[-1]["epoch"] == 1
-
-    proc, _ = _horovodrun([*args, "--resume"])
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    assert "[0]<stdout>:resuming" in out and "after epoch 1" in out
-    assert [r["epoch"] for r in _history(run_dir)] == [1, 2]
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("musicrec-kkbox").experiment_id])
-    assert run.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_auc")] == [1, 2]
 
 
 # ---------------------------------------------------------------------------------------------------------------
