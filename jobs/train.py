@@ -15,8 +15,8 @@ Under a multi-worker launcher the distributed backend is picked automatically (`
 Every worker reads its Petastorm shard (row group i goes to rank i % N, so each split needs at least N row groups;
 checked before training); ``data.batch_size`` is the GLOBAL batch (``train.global_batch``), split over the workers;
 ``train.lr_scaling`` scales the learning rate; only rank 0 prints, writes checkpoints and logs the one MLflow run;
-on a CPU the workers of a host share its cores (torch threads = cores / local workers, unless OMP_NUM_THREADS is
-set). The baselines (pop, cooc) are not trained: under a launcher rank 0 evaluates them alone on all the data and
+on a CPU the workers of a host share its cores (``train.num_threads`` per worker; its "0 = PyTorch's default" becomes
+cores / local workers, unless OMP_NUM_THREADS is set, and a warning says when the workers oversubscribe the cores). The baselines (pop, cooc) are not trained: under a launcher rank 0 evaluates them alone on all the data and
 the other workers exit at once. jobs/train_on_spark.py runs the same job on Spark executors.
 Exit status: 0 done, 2 bad arguments / data / config / checkpoint (one ``error:`` line, no traceback), 3 another
 worker died or hangs (distributed; ``horovodrun`` then names the failed rank and exits 1; the limits are in
@@ -244,7 +244,7 @@ def run_model(args, manifest, config, data_config, train_config, backend) -> int
         raise ConfigError(str(exc)) from exc
     if device.type == "cuda":
         torch.cuda.set_device(backend.local_rank if device.index is None else device.index)  # distributed: one GPU per worker
-    threads = _share_cores(backend, device)  # distributed: the workers of a host share its cores
+    train_config, threads = _share_cores(backend, device, train_config)  # distributed: workers share the host's cores
     distributed = {"backend": backend.name, "workers": backend.size, "global_batch": data_config.batch_size}
     if backend.size > 1:  # distributed: per-worker batch and learning rate
         try:
@@ -320,19 +320,33 @@ def run_model(args, manifest, config, data_config, train_config, backend) -> int
     return 0
 
 
-def _share_cores(backend, device) -> int | None:
-    """Distributed on a CPU: torch intra-op threads = this host's cores / its workers (at least 1), so N workers do
-    not run N x cores threads; left alone when OMP_NUM_THREADS is set, on a GPU and for one worker."""
+def _share_cores(backend, device, train_config):
+    """(train_config, torch threads per worker) for N workers on a CPU host: ``train.num_threads`` > 0 is kept (with a
+    warning when local workers x threads exceeds the cores: they would oversubscribe them); 0 (PyTorch's default:
+    every core, in every worker) becomes cores / local workers, unless OMP_NUM_THREADS is set. One worker or a GPU:
+    unchanged."""
+    import dataclasses
     import os
 
-    import torch
-
-    if backend.size == 1 or device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
-        return None
+    threads = getattr(train_config, "num_threads", 0)
+    if backend.size == 1 or device.type != "cpu":
+        return train_config, threads or None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // max(1, getattr(backend, "local_size", backend.size)))
-    torch.set_num_threads(threads)
-    return threads
+    local = max(1, getattr(backend, "local_size", backend.size))
+    if threads == 0:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return train_config, int(os.environ["OMP_NUM_THREADS"])
+        threads = max(1, cores // local)
+        if hasattr(train_config, "num_threads"):
+            train_config = dataclasses.replace(train_config, num_threads=threads)  # fit applies it
+        else:
+            import torch
+
+            torch.set_num_threads(threads)
+    if threads * local > cores and backend.is_root:
+        print(f"warning: {local} workers x {threads} torch threads on {cores} cores oversubscribe them; set "
+              f"train.num_threads={max(1, cores // local)}", flush=True)
+    return train_config, threads
 
 
 def _check_row_groups(data, splits: list[str], workers: int) -> None:
