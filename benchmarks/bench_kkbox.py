@@ -49,12 +49,14 @@ def tree_rss(root: psutil.Process) -> int:
     return total
 
 
-def tree_cpu(root: psutil.Process, seen: dict[int, float]) -> None:
-    """Remember the CPU seconds (user + system) of every process of the tree (the last value seen per pid)."""
+def tree_cpu(root: psutil.Process, seen: dict[int, float], names: set[str]) -> None:
+    """Remember the CPU seconds (user + system) of every process of the tree (the last value seen per pid) and
+    what runs there (to see whether any Python worker was started)."""
     for proc in [root, *root.children(recursive=True)]:
         try:
             times = proc.cpu_times()
             seen[proc.pid] = times.user + times.system
+            names.add(" ".join(proc.cmdline()[:3])[:80])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
 
@@ -68,13 +70,14 @@ class Sampler(threading.Thread):
         self.interval = interval
         self.peak_rss = 0
         self.cpu_seconds: dict[int, float] = {}
+        self.processes: set[str] = set()
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 self.peak_rss = max(self.peak_rss, tree_rss(self.root))
-                tree_cpu(self.root, self.cpu_seconds)
+                tree_cpu(self.root, self.cpu_seconds, self.processes)
             except psutil.NoSuchProcess:
                 return
             self.stop.wait(self.interval)
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
     Path(args.log).with_suffix(".stdout").write_text(stdout, encoding="utf-8")
     if proc.returncode != 0:
         raise SystemExit(f"[bench] the job failed with exit status {proc.returncode}; see {args.log}")
-    summary = json.loads(stdout[stdout.index("\n{") + 1:]) if "\n{" in stdout else {}
+    summary = json.loads(stdout[stdout.rindex("\n{") + 1:]) if "\n{" in stdout else {}  # the last JSON block
     return {
         "command": f"MUSICREC_DRIVER_MEMORY={args.driver_memory} {shlex.join(command)}",
         "wall_s": round(wall, 1),
@@ -155,6 +158,7 @@ def run(args: argparse.Namespace) -> dict:
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in load_after],
         "cpus": os.cpu_count(),
+        "processes": sorted(sampler.processes),
         "steps_s": summary.get("seconds", {}),
         "row_counts": summary.get("row_counts", {}),
         "vocab_sizes": summary.get("vocab_sizes", {}),

@@ -58,8 +58,12 @@ def test_small_helpers():
     assert K.valid_cut(3, 0.2) == 2  # round(0.6) = 1 validation row
     assert K.valid_cut(0, 0.2) == 0
     assert K.valid_cut(7, 0.0) == 7
-    assert K.output_files(10, rows_per_file=1_000_000, min_files=2) == 2
-    assert K.output_files(5_900_000, rows_per_file=1_000_000, min_files=2) == 6
+    assert K.records_per_file({"train": 8, "valid": 2, "test": 5}, rows_per_file=1_000_000, min_files=2) == 1
+    assert K.records_per_file({"train": 5_900_000, "valid": 1_475_000, "test": 0}, rows_per_file=1_000_000,
+                              min_files=2) == 737_500
+    assert K.records_per_file({"train": 9_000_000, "valid": 3_000_000}, rows_per_file=1_000_000, min_files=2) == \
+        1_000_000
+    assert K.separator_pattern([r"\|", "/", r"\\", "、", r"\s[xX]\s", "-"]) == r"[|/\\、\-]|(?:\s[xX]\s)"
     K.check_row_accounting({"train.csv": {"input_rows": 10, "train": 7, "valid": 2, "rejected": 1}})
     with pytest.raises(RuntimeError, match="row accounting failed for train.csv"):
         K.check_row_accounting({"train.csv": {"input_rows": 10, "train": 7, "valid": 2, "rejected": 0}})
@@ -293,37 +297,46 @@ def test_with_split_cuts_train_by_row_number(spark):
 
 
 @pytest.mark.spark
-def test_train_counts_unknown_songs_and_members(spark):
+def test_plays_unknown_songs_and_members(spark):
     events_df = spark.createDataFrame(
         [("u1", "s1", "train"), ("u1", "s1", "train"), ("u2", "s2", "train"), ("u2", "s3", "valid"),
          ("u9", "s4", "test")],
         "msno string, song_id string, split string",
     )
     songs_df = spark.createDataFrame(
-        [("s1", 200000, "3", "Artist A", ["g1"], ["Artist A"], None, None),
-         ("s2", 180000, "52", "Artist A", None, ["Artist A"], ["C"], None),
-         ("s3", 190000, "-1", None, None, None, None, None)],
-        "song_id string, song_length long, language string, _artist_key string, genre_list array<string>, "
-        "artist_list array<string>, composer_list array<string>, lyricist_list array<string>",
+        [("s1", 200000, "465", "Artist A", None, None, 3), ("s2", 180000, None, "Artist A", "C", None, 52),
+         ("s3", 190000, None, None, None, None, -1)],
+        "song_id string, song_length long, genre_ids string, artist_name string, composer string, lyricist string, "
+        "language int",
     )
     extra_df = spark.createDataFrame([("s1", "TW", 2012), ("s4", "US", 1999)],
                                      "song_id string, isrc_country string, isrc_year int")
-    song_info_df = (K.train_counts_by(events_df, ["song_id"], K.SONG_COUNT)
-                    .transform(K.join_song_info, songs_df, extra_df).transform(K.with_artist_counts))
-    got = {r["song_id"]: (r[K.SONG_COUNT], r[K.ARTIST_COUNT], r[K.HAS_SONG], r[K.HAS_EXTRA], r["isrc_country"])
-           for r in song_info_df.collect()}
+    song_info_df = (
+        K.plays_by_split(events_df, ["song_id"])
+        .transform(K.join_song_info, songs_df, extra_df)
+        .transform(K.with_song_lists, genre_pattern=GENRE_PATTERN, person_pattern=PERSON_PATTERN, max_multi=8)
+        .transform(K.with_artist_counts)
+    )
+    got = {r["song_id"]: (r["_plays_train"], r["_plays_valid"], r["_plays_test"], r[K.ARTIST_COUNT], r[K.HAS_SONG],
+                          r[K.HAS_EXTRA], r["isrc_country"]) for r in song_info_df.collect()}
     assert got == {
-        "s1": (2, 3, True, True, "TW"),  # artist A: 2 plays of s1 + 1 of s2
-        "s2": (1, 3, True, False, None),
-        "s3": (0, None, True, False, None),  # played in valid only: 0 train plays; no artist -> null
-        "s4": (0, None, False, True, "US"),  # not in songs.csv, but its ISRC is known
+        "s1": (2, 0, 0, 3, True, True, "TW"),  # artist A: 2 train plays of s1 + 1 of s2
+        "s2": (1, 0, 0, 3, True, False, None),
+        "s3": (0, 1, 0, None, True, False, None),  # played in valid only; no artist -> null
+        "s4": (0, 0, 1, None, False, True, "US"),  # not in songs.csv, but its ISRC is known
     }
     members_df = spark.createDataFrame([("u1", 1, "male", 7, 25, 700, 2015), ("u2", 13, None, 9, None, None, 2016)],
                                        "msno string, city int, gender string, registered_via int, age int, "
                                        "membership_days int, registration_year int")
-    user_info_df = K.train_counts_by(events_df, ["msno"], K.USER_COUNT).transform(K.join_member_info, members_df)
-    got = {r["msno"]: (r[K.USER_COUNT], r[K.HAS_MEMBER], r["city"]) for r in user_info_df.collect()}
+    user_info_df = K.plays_by_split(events_df, ["msno"]).transform(K.join_member_info, members_df)
+    got = {r["msno"]: (r["_plays_train"], r[K.HAS_MEMBER], r["city"]) for r in user_info_df.collect()}
     assert got == {"u1": (2, True, 1), "u2": (1, True, 13), "u9": (0, False, None)}
+    summary = K.split_summary(song_info_df, user_info_df)
+    assert summary["train"] == {"events": 3, "unknown_song_events": 0, "no_extra_info_events": 1,
+                                "no_artist_events": 0, "songs": 2, "max_song_events": 2,
+                                "unknown_member_events": 0, "users": 2, "max_user_events": 2}
+    assert summary["valid"]["no_artist_events"] == 1 and summary["test"]["unknown_song_events"] == 1
+    assert summary["test"]["unknown_member_events"] == 1
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -397,22 +410,22 @@ def test_write_vocabs_one_folder_per_vocabulary(spark, tmp_path):
 # 5. Numeric features: train-part statistics only, missing -> 0
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.spark
-def test_summarize_and_standardize_with_train_statistics_only(spark):
-    df = spark.createDataFrame(
-        [("train", 1.0, 5.0, True, True), ("train", 3.0, 5.0, False, True), ("train", None, 5.0, True, False),
-         ("valid", 100.0, None, True, True), ("test", None, 7.0, True, True)],
-        f"split string, x double, flat double, {K.HAS_SONG} boolean, {K.HAS_MEMBER} boolean",
-    ).withColumn(K.HAS_EXTRA, F.lit(True)).withColumn(K.ARTIST_KEY, F.lit("a"))
-    summary = K.summarize_splits(df, ["x", "flat"])
-    assert summary["train"]["events"] == 3 and summary["train"]["unknown_song_events"] == 1
-    assert summary["train"]["unknown_member_events"] == 1 and summary["valid"]["unknown_song_events"] == 0
-    assert summary["train"]["numeric"]["x"] == {"mean": 2.0, "std": 1.0}  # valid's 100 is not used
-    result = df.transform(K.with_standardized, summary["train"]["numeric"]).select("split", "x", "flat")
+def test_standardization_uses_train_plays_as_weights_and_exact_sums(spark):
+    # two songs: x = 1.0 with 1 train play, x = 3.0 with 3 train plays; one without x; one played only in test
+    df = spark.createDataFrame([(1.0, 5.0, 1), (3.0, 5.0, 3), (None, 5.0, 2), (100.0, None, 0)],
+                               "x double, flat double, _plays_train long")
+    moments = K.moment_sums(df, ["x", "flat"], weight_col="_plays_train")
+    assert moments["x"] == (4, 10 * 10**6, 28 * 10**12)  # events: 1, 3, 3, 3 -> sum 10, sum of squares 28
+    stats = K.standardization_stats(moments)
+    assert stats["x"] == {"mean": 2.5, "std": pytest.approx(0.8660254)}  # 100.0 (test only) not used
+    assert stats["flat"] == {"mean": 5.0, "std": 0.0}
+    assert K.standardization_stats({"none": (0, 0, 0)}) == {"none": {"mean": None, "std": None}}
+    result = df.transform(K.with_standardized, stats).select("x", "flat")
     expected = spark.createDataFrame(
-        [("train", -1.0, 0.0), ("train", 1.0, 0.0), ("train", 0.0, 0.0), ("valid", 98.0, 0.0), ("test", 0.0, 2.0)],
-        "split string, x float, flat float",
+        [((1.0 - 2.5) / 0.8660254, 0.0), ((3.0 - 2.5) / 0.8660254, 0.0), (0.0, 0.0), ((100.0 - 2.5) / 0.8660254, 0.0)],
+        "x float, flat float",
     )
-    assert_df_equality(result, expected, ignore_nullable=True, ignore_row_order=True)
+    assert_df_equality(result, expected, ignore_nullable=True, ignore_row_order=True, allow_nan_equality=True)
 
 
 @pytest.mark.spark
@@ -431,24 +444,22 @@ def test_numeric_features_log_counts_and_bad_lengths(spark):
 # 6. Output
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.spark
-def test_write_splits_one_pass_and_empty_split(spark, tmp_path):
+def test_write_splits_one_pass_no_shuffle_and_empty_split(spark, tmp_path):
     schema = K.output_schema()
     row = {f.name: (1 if isinstance(f.dataType, T.IntegerType) else [2, 1] if isinstance(f.dataType, T.ArrayType)
                     else 0.5) for f in schema.fields}
-    data = [{**row, "row_id": i, "split": "train" if i < 6 else "test"} for i in range(9)]
+    data = [{**row, "row_id": i, "split": "train" if i < 6 else "test"} for i in reversed(range(9))]
     df = spark.createDataFrame(data, T.StructType([T.StructField("split", T.StringType())] + schema.fields))
     with AtomicOutput(tmp_path / "out") as out:
-        K.write_splits(df.select("split", *schema.fieldNames()), out, n_files=2)
+        K.write_splits(df.select("split", *schema.fieldNames()).coalesce(1), out, max_records_per_file=2)
     root = tmp_path / "out"
     assert sorted(p.name for p in root.iterdir()) == ["test", "train", "valid"]
     train = pq.read_table(root / "train")
     assert train.column_names == schema.fieldNames() and train.num_rows == 6
-    assert len(list((root / "train").glob("*.parquet"))) == 2
+    files = sorted((root / "train").glob("*.parquet"))
+    assert [pq.read_table(f).column("row_id").to_pylist() for f in files] == [[0, 1], [2, 3], [4, 5]]
     assert pq.read_table(root / "valid").num_rows == 0 and pq.read_table(root / "valid").column_names == \
         schema.fieldNames()
-    for part in (root / "train").glob("*.parquet"):  # each file sorted by row_id
-        ids = pq.read_table(part).column("row_id").to_pylist()
-        assert ids == sorted(ids)
 
 
 # --------------------------------------------------------------------------------------------------------------
