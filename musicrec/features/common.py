@@ -317,36 +317,47 @@ def column_stats(df: DataFrame, columns: list[str] | None = None) -> tuple[int, 
 
 
 def column_stats_by_level(
-    df: DataFrame, level_col: str, levels: list[int], columns: list[str] | None = None
+    df: DataFrame, level_col: str, levels: list[int], columns: list[str] | None = None,
+    *, level_counts: dict[int, int] | None = None,
 ) -> dict[int, tuple[int, dict[str, dict[str, int]]]]:
     """``column_stats`` for several nested stages at once: stage ``k`` = rows with ``level_col >= k``.
 
     For a pipeline whose stages only drop rows (read -> tracked -> in window -> deduplicated -> kept), label each
-    row with the last stage it survives and get every stage's table without materializing the stages. One small
-    job per column, grouping by the column's own type (no string casts): on millions of rows that is several
-    times cheaper than one pass over a (column, value-as-string) table. Returns ``{k: (rows, stats)}``; rows come
-    from one extra count per stage-level pass.
+    row with the last stage it survives and get every stage's table without materializing the stages. Each column
+    is grouped by its own type (no string casts; on millions of rows several times cheaper than one pass over a
+    (column, value-as-string) table); the per-column results are unioned, so it is still one Spark job. Rows per
+    stage come from ``level_counts`` (``{level: rows}``) when given, else from one more small job.
+    Returns ``{k: (rows, stats)}``.
     """
     columns = [c for c in (columns if columns is not None else df.columns) if c != level_col]
     level = F.col(level_col)
-    per_level = {
-        row["_l"]: row["n"]
-        for row in df.groupBy(level.alias("_l")).agg(F.count(F.lit(1)).alias("n")).collect()
-    }
+    if level_counts is None:
+        level_counts = {
+            row["_l"]: row["n"] for row in df.groupBy(level.alias("_l")).agg(F.count(F.lit(1)).alias("n")).collect()
+        }
     results: dict[int, tuple[int, dict]] = {
-        k: (sum(n for lv, n in per_level.items() if lv is not None and lv >= k), {}) for k in levels
+        k: (sum(n for lv, n in level_counts.items() if lv is not None and lv >= k), {}) for k in levels
     }
+    if not columns:
+        return results
+    aggs = []
+    for i in range(len(levels)):
+        n = F.col(f"n{i}")
+        aggs += [F.sum(n).alias(f"count{i}"), F.count_if(n > 0).alias(f"unique{i}"), F.max(n).alias(f"max{i}")]
+    per_column_dfs = [
+        df.where(F.col(name).isNotNull())
+        .groupBy(F.col(name).alias("_v"))
+        .agg(*[F.count_if(level >= F.lit(k)).alias(f"n{i}") for i, k in enumerate(levels)])
+        .agg(*aggs)
+        .select(F.lit(name).alias("_column"), "*")
+        for name in columns
+    ]
+    union_df = per_column_dfs[0]
+    for other_df in per_column_dfs[1:]:
+        union_df = union_df.unionByName(other_df)
+    found = {row["_column"]: row for row in union_df.collect()}  # one small row per column
     for name in columns:
-        per_value_df = (
-            df.where(F.col(name).isNotNull())
-            .groupBy(F.col(name).alias("_v"))
-            .agg(*[F.count_if(level >= F.lit(k)).alias(f"n{i}") for i, k in enumerate(levels)])
-        )
-        aggs = []
-        for i in range(len(levels)):
-            n = F.col(f"n{i}")
-            aggs += [F.sum(n).alias(f"count{i}"), F.count_if(n > 0).alias(f"unique{i}"), F.max(n).alias(f"max{i}")]
-        row = per_value_df.agg(*aggs).first()
+        row = found[name]
         for i, k in enumerate(levels):
             results[k][1][name] = {
                 "count": int(row[f"count{i}"] or 0),
@@ -354,6 +365,13 @@ def column_stats_by_level(
                 "max_freq": int(row[f"max{i}"] or 0),
             }
     return results
+
+
+def parquet_rows(path: str | Path) -> int:
+    """Rows of a Parquet folder written by this job, from the file footers (no Spark job; local file system)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(Path(path).glob("*.parquet")))
 
 
 class StatsReport:

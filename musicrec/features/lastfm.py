@@ -39,7 +39,8 @@ from musicrec.columns import (
 )
 from musicrec.features.common import (
     BLOCK_COL, ROW_ID_COL, AtomicOutput, InputError, StatsReport, build_vocab, build_vocab_from_array,
-    check_header, column_stats, column_stats_by_level, file_fingerprint, read_text_lines, reject_reason,
+    check_header, column_stats, column_stats_by_level, file_fingerprint, parquet_rows, read_text_lines,
+    reject_reason,
     require_files, require_nonempty, with_index, with_index_array, with_line_numbers, write_manifest,
     write_rejected, write_vocab,
 )
@@ -269,27 +270,27 @@ def user_time_window(*, col_user: str = USER, eligible_col: str | None = None) -
     return Window.partitionBy(col_user).orderBy(*play_order(col_user=col_user, eligible_col=eligible_col)[1:])
 
 
-def _repeats(prev: Column) -> Column:
-    """Boolean Column: the play repeats ``prev`` (a struct of the previous play): same timestamp and track, i.e.
-    same track MBID or, for plays without one, the same artist and track name. Null-safe; null -> false."""
-    same_track = F.col(TRACK_ID).eqNullSafe(prev[TRACK_ID]) & (
-        F.col(TRACK_ID).isNotNull()
-        | (F.col(ARTIST_NAME).eqNullSafe(prev[ARTIST_NAME]) & F.col(TRACK_NAME).eqNullSafe(prev[TRACK_NAME]))
+def _track_key() -> Column:
+    """What "the same track" means for duplicates: the track MBID, or for a play without one, artist + track name."""
+    return F.coalesce(
+        F.col(TRACK_ID), F.concat(F.lit("\u0000"), F.col(ARTIST_NAME), F.lit("\u0000"), F.col(TRACK_NAME))
     )
-    return F.coalesce((F.col(TS) == prev[TS]) & same_track, F.lit(False))
 
 
-def _previous_play(user_time_w: WindowSpec) -> Column:
-    return F.lag(F.struct(F.col(TS), F.col(TRACK_ID), F.col(ARTIST_NAME), F.col(TRACK_NAME))).over(user_time_w)
+def _is_repeat(prev_ts: Column, prev_key: Column) -> Column:
+    """Boolean Column: same timestamp and ``_track_key`` as the previous play (given by the two lags); null -> false."""
+    return F.coalesce((F.col(TS) == prev_ts) & _track_key().eqNullSafe(prev_key), F.lit(False))
 
 
 def with_duplicate_flag(df: DataFrame, *, col_user: str = USER) -> DataFrame:
     """Add ``is_duplicate``: the play repeats the previous one of the same user (same timestamp and track: same MBID,
     or for plays without MBID the same artist and track name). The first of a group is not a duplicate."""
     user_time_w = user_time_window(col_user=col_user)
-    return df.withColumn("_prev", _previous_play(user_time_w)).withColumn(
-        "is_duplicate", _repeats(F.col("_prev"))
-    ).drop("_prev")
+    return (
+        df.select("*", F.lag(TS).over(user_time_w).alias("_prev_ts"), F.lag(_track_key()).over(user_time_w).alias("_prev_key"))
+        .withColumn("is_duplicate", _is_repeat(F.col("_prev_ts"), F.col("_prev_key")))
+        .drop("_prev_ts", "_prev_key")
+    )
 
 
 def drop_duplicate_plays(df: DataFrame, *, col_user: str = USER) -> DataFrame:
@@ -318,31 +319,36 @@ def with_session_flags(df: DataFrame, gap_seconds: int, *, drop_duplicates: bool
     running_w = user_time_w.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     whole_user_w = user_time_w.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     is_eligible = F.col(eligible_col) if eligible_col else F.lit(True)
-    prev = F.col("_prev")
-    is_duplicate = is_eligible & _repeats(prev) if drop_duplicates else F.lit(False)
-    gap_micros = F.unix_micros(F.col(TS)) - F.unix_micros(prev[TS])
-    is_new = is_eligible & ~F.col("is_duplicate") & (prev.isNull() | (gap_micros > F.lit(int(gap_seconds) * 1_000_000)))
+    prev_ts = F.col("_prev_ts")
+    is_duplicate = is_eligible & _is_repeat(prev_ts, F.col("_prev_key")) if drop_duplicates else F.lit(False)
+    gap_micros = F.unix_micros(F.col(TS)) - F.unix_micros(prev_ts)
+    is_new = is_eligible & ~F.col("is_duplicate") & (prev_ts.isNull() | (gap_micros > F.lit(int(gap_seconds) * 1_000_000)))
     is_kept = is_eligible & ~F.col("is_duplicate")
     as_int = lambda name: F.col(name).cast("int")  # noqa: E731
+    # Each select below holds all window expressions of one layer, so Spark runs one window operator per layer
+    # (three in all) over the sorted rows; a withColumn per expression would make one operator each.
+    layer1_df = df.select(
+        "*",
+        F.lag(TS).over(user_time_w).alias("_prev_ts"),
+        F.lag(_track_key()).over(user_time_w).alias("_prev_key"),
+        F.row_number().over(user_time_w).alias("_rn"),
+    ).withColumn("is_duplicate", is_duplicate).withColumn("_is_new", is_new)
+    layer2_df = layer1_df.select(
+        "*",
+        F.sum(as_int("_is_new")).over(running_w).alias("_seq"),
+        F.sum(as_int("is_duplicate")).over(running_w).alias("_ndup"),
+        F.max(F.when(F.col("_is_new"), F.col("_rn"))).over(running_w).alias("_start_rn"),
+        F.sum(as_int("_is_new")).over(whole_user_w).cast("int").alias("user_sessions"),
+    )
+    # duplicates before the session start, so that position does not count duplicates
+    layer3_df = layer2_df.select("*", F.max(F.when(F.col("_is_new"), F.col("_ndup"))).over(running_w).alias("_ndup_start"))
     return (
-        # layer 1: previous play, row number
-        df.withColumn("_prev", _previous_play(user_time_w))
-        .withColumn("_rn", F.row_number().over(user_time_w))
-        .withColumn("is_duplicate", is_duplicate)
-        .withColumn("_is_new", is_new)
-        # layer 2: running counts (one window operator: same partitioning and order, two frames)
-        .withColumn("_seq", F.sum(as_int("_is_new")).over(running_w))
-        .withColumn("_ndup", F.sum(as_int("is_duplicate")).over(running_w))
-        .withColumn("_start_rn", F.max(F.when(F.col("_is_new"), F.col("_rn"))).over(running_w))
-        .withColumn("user_sessions", F.sum(as_int("_is_new")).over(whole_user_w).cast("int"))
-        # layer 3: duplicates before the session start, so that position skips duplicates
-        .withColumn("_ndup_start", F.max(F.when(F.col("_is_new"), F.col("_ndup"))).over(running_w))
-        .withColumn("session_seq", F.when(is_kept, F.col("_seq")).cast("int"))
+        layer3_df.withColumn("session_seq", F.when(is_kept, F.col("_seq")).cast("int"))
         .withColumn(
             POSITION,
             F.when(is_kept, (F.col("_rn") - F.col("_start_rn")) - (F.col("_ndup") - F.col("_ndup_start"))).cast("int"),
         )
-        .drop("_prev", "_rn", "_is_new", "_seq", "_ndup", "_start_rn", "_ndup_start")
+        .drop("_prev_ts", "_prev_key", "_rn", "_is_new", "_seq", "_ndup", "_start_rn", "_ndup_start")
     )
 
 
@@ -428,6 +434,8 @@ def with_top_tags(tags_df: DataFrame, top_k: int, *, min_weight: int = 0) -> Dat
     song_tag_w = Window.partitionBy("traid").orderBy(F.desc("count"), F.asc("tag"))
     return (
         tags_df.where(F.col("count") >= F.lit(int(min_weight)))
+        # one shuffle: the grouping, the window and the collect below all cluster by traid
+        .repartition("traid")
         .groupBy("traid", "tag")
         .agg(F.max("count").alias("count"))
         .withColumn("_rank", F.row_number().over(song_tag_w))
@@ -482,9 +490,8 @@ def build_sessions(seq_plays_df: DataFrame, song_lookup_df: DataFrame, user_voca
     """
     _indexed_df = seq_plays_df.join(F.broadcast(song_lookup_df), on=TRACK_ID, how="left")
     _grouped_df = _indexed_df.groupBy(col_user, SESSION_ID).agg(
-        F.array_sort(
-            F.collect_list(F.struct(F.col(POSITION), F.col(TS), F.col(SONG_IDX), F.col(TAGS)))
-        ).alias("_plays")
+        F.array_sort(F.collect_list(F.struct(F.col(POSITION), F.col(SONG_IDX), F.col(TAGS)))).alias("_plays"),
+        F.min(TS).alias("_start_ts"),
     )
     _cut_df = _grouped_df.withColumn("_plays", F.slice("_plays", 1, int(max_length))).where(
         F.size("_plays") >= F.lit(int(min_length))
@@ -492,7 +499,7 @@ def build_sessions(seq_plays_df: DataFrame, song_lookup_df: DataFrame, user_voca
     return _cut_df.transform(with_index, user_vocab_df, col_user, USER_IDX).select(
         F.col(SESSION_ID),
         F.col(USER_IDX),
-        F.col("_plays")[0][TS].alias(START_TS),
+        F.col("_start_ts").alias(START_TS),
         F.transform("_plays", lambda p: F.coalesce(p[SONG_IDX], F.lit(1))).cast("array<int>").alias(SONGS),
         F.flatten(
             F.transform("_plays", lambda p: F.coalesce(p[TAGS], F.array_repeat(F.lit(PAD_INDEX), int(top_k))))
@@ -675,10 +682,12 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         # Cached because every later stage (rejects, plays, stats, sessions) reads these rows, and the cache keeps
         # the user partitioning and order, so nothing downstream shuffles the plays again. Uncompressed: building
         # a compressed columnar cache costs about 3x more CPU here, and the rows fit in memory (else they spill).
-        flagged_df = _persist_uncompressed(flagged_df)
-        level_rows = flagged_df.groupBy(LEVEL).agg(
-            F.count(F.lit(1)).alias("rows"), F.count_if(F.col(POSITION) == 0).alias("sessions")
-        ).collect()
+        flagged_df, level_rows = _persist_uncompressed(
+            flagged_df,
+            lambda cached_df: cached_df.groupBy(LEVEL)
+            .agg(F.count(F.lit(1)).alias("rows"), F.count_if(F.col(POSITION) == 0).alias("sessions"))
+            .collect(),
+        )
         per_level = {row[LEVEL]: (row["rows"], row["sessions"]) for row in level_rows}
         n_at = lambda level: per_level.get(level, (0, 0))[0]  # noqa: E731
         lines = sum(rows for rows, _ in per_level.values())
@@ -703,11 +712,11 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         # --- stats of the nested stages parsed > tracked > in window > deduplicated > plays ---------------------
         stats_columns = RAW_COLUMNS if cfg["stats"]["column_stats"] else [USER]
         stage_stats = column_stats_by_level(
-            flagged_df.where(F.col(LEVEL) >= LEVEL_PARSED), LEVEL, [level for _, level in STAGE_LEVELS], stats_columns
+            flagged_df.where(F.col(LEVEL) >= LEVEL_PARSED), LEVEL, [level for _, level in STAGE_LEVELS], stats_columns,
+            level_counts={level: rows for level, (rows, _) in per_level.items()},
         )
         for name, level in STAGE_LEVELS:
-            _, stats = stage_stats[level]
-            report.add_stage_stats(name, sum(n_at(lv) for lv in range(level, LEVEL_KEPT + 1)), stats)
+            report.add_stage_stats(name, *stage_stats[level])
         counts["users_before_user_filter"] = stage_stats[LEVEL_DEDUPED][1][USER]["unique"]
         log(f"stats ({time.time() - started:.1f}s)")
 
@@ -728,7 +737,8 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
             song_tags_df = (
                 tag_lines_df.where(F.col("reason").isNull())
                 .select(*TAGS_COLUMNS)
-                .join(play_tracks_df.distinct(), on="traid", how="left_semi")
+                # broadcast the distinct played tracks (about a million ids at full size) instead of shuffling tags
+                .join(F.broadcast(play_tracks_df.distinct()), on="traid", how="left_semi")
                 .transform(with_top_tags, top_k, min_weight=int(cfg["tags"]["min_tag_weight"]))
             )
         else:
@@ -754,7 +764,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         for name, vocab_df in vocabs.items():
             write_vocab(vocab_df, name, out)
             vocabs[name] = spark.read.parquet(out.path(f"vocab/{name}"))  # small: reuse the written table
-            vocab_sizes[name] = vocabs[name].count() + 2
+            vocab_sizes[name] = parquet_rows(out.path(f"vocab/{name}")) + 2
         log(f"vocabularies {vocab_sizes} ({time.time() - started:.1f}s)")
 
         # --- 6. sequences and splits ------------------------------------------------------------------------------
@@ -773,16 +783,16 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         )
         # Cached: used for the split cut-offs, the write and the stats.
         sessions_df = sessions_df.persist(StorageLevel.MEMORY_AND_DISK)
-        n_sessions_out = sessions_df.count()
-        flagged_df.unpersist()
         split_cfg = cfg["split"]
         valid_start, test_start = split_cutoffs(sessions_df, split_cfg["valid_fraction"], split_cfg["test_fraction"])
+        flagged_df.unpersist()
         split_df = sessions_df.transform(
             with_split, valid_start, test_start,
             has_valid=split_cfg["valid_fraction"] > 0, has_test=split_cfg["test_fraction"] > 0,
         )
         _write_splits(split_df, out)
-        split_counts = {split: spark.read.parquet(out.path(f"sessions/{split}")).count() for split in SPLITS}
+        split_counts = {split: parquet_rows(out.path(f"sessions/{split}")) for split in SPLITS}
+        n_sessions_out = sum(split_counts.values())
         log(f"sessions {split_counts} ({time.time() - started:.1f}s)")
 
         # --- 7. report and manifest -------------------------------------------------------------------------------
@@ -830,22 +840,23 @@ def _set_job_conf(spark: SparkSession) -> None:
     """Runtime SQL settings the job relies on (they only affect this session's queries)."""
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # Last.fm timestamps are UTC; never the machine's zone
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")  # not INT96: pyarrow/Petastorm
-    # A window partition is one user (up to ~200k plays in Last.fm 1K): keep it in the in-memory buffer instead of
-    # switching to the spillable sorter after 4096 rows (the default), which is much slower.
-    spark.conf.set("spark.sql.windowExec.buffer.in.memory.threshold", "1048576")
+    # Sessions are gathered with collect_list grouped by (user, session) over user-partitioned rows: keep the hash
+    # aggregation instead of falling back to sorting all rows once a task has seen 128 sessions (the default).
+    spark.conf.set("spark.sql.objectHashAggregate.sortBased.fallbackThreshold", "1000000")
 
 
-def _persist_uncompressed(df: DataFrame) -> DataFrame:
-    """``persist(MEMORY_AND_DISK)`` with columnar compression off for this cache, then materialize it."""
+def _persist_uncompressed(df: DataFrame, first_action) -> tuple[DataFrame, Any]:
+    """``persist(MEMORY_AND_DISK)`` with columnar compression off for this cache; ``first_action(cached_df)``
+    materializes it while the setting holds (its result is returned with the cached frame)."""
     key = "spark.sql.inMemoryColumnarStorage.compressed"
     previous = spark_conf_get(df.sparkSession, key)
     df.sparkSession.conf.set(key, "false")
     try:
         df = df.persist(StorageLevel.MEMORY_AND_DISK)
-        df.count()  # materialize now, while the setting holds
+        result = first_action(df)
     finally:
         df.sparkSession.conf.set(key, previous if previous is not None else "true")
-    return df
+    return df, result
 
 
 def spark_conf_get(spark: SparkSession, key: str) -> str | None:
