@@ -197,7 +197,7 @@ class DataConfig:
     reader_pool: str = "thread"
     workers_count: int = 1
     drop_last: bool = False
-    cache_mb: int = 1024
+    cache_mb: float = 1024.0
     prefetch: int = 4
 
     @classmethod
@@ -555,34 +555,40 @@ def _prefetched(batches: Iterator, depth: int) -> Iterator:
     out: "queue.Queue" = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def produce():
-        try:
-            for batch in batches:
-                while not stop.is_set():
-                    try:
-                        out.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    break
-            item = _DONE
-        except BaseException as exc:  # handed to the consumer
-            item = exc
-        finally:
-            batches.close()
+    def put(item) -> bool:
+        """Queue ``item`` unless the consumer has stopped; False when it has."""
         while not stop.is_set():
             try:
                 out.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
+
+    def produce():
+        item = _DONE
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            item = exc
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # in this thread: the Petastorm reader it holds is stopped here
+        put(item)
 
     thread = threading.Thread(target=produce, name="musicrec-loader", daemon=True)
     thread.start()
     try:
         while True:
-            item = out.get()
+            try:
+                item = out.get(timeout=0.5)
+            except queue.Empty:
+                if not thread.is_alive() and out.empty():
+                    raise RuntimeError("the loader's prefetch thread ended without a result") from None
+                continue
             if item is _DONE:
                 return
             if isinstance(item, BaseException):

@@ -4,12 +4,13 @@ Per step t: x_t = concat(song embedding (song_dim), masked mean of the song's ta
 A bidirectional GRU runs over the valid prefix only, attention pooling takes a masked softmax over the steps of
 ``v . tanh(W o_t + b)``, then dropout and one dense layer over the full song vocabulary.
 
-How the GRU skips the padding (``bigru``): on CUDA with ``pack_padded_sequence`` (cuDNN's packed kernels). On CPU
-by masking: the forward direction runs over the right-padded batch as it is (the padding comes after every valid
-step, so it cannot reach a valid output), and the backward direction runs, with the reverse weights, over each row
-reversed within its own length, whose outputs are then put back in time order. The numbers are those of packing
-(tests/test_perf_paths.py), but the backward pass is several times cheaper: PyTorch's packed CPU path slices the
-packed input once per time step, and each slice's gradient is a zero-filled copy of the whole packed input.
+How the GRU skips the padding (``bigru``): on CUDA, ``self.gru`` on a ``PackedSequence`` (cuDNN). On CPU, PyTorch's
+packed GRU slices the packed input once per time step in autograd, and each slice's gradient is a zero-filled copy
+of the whole packed input (most of the backward time), while the unpacked GRU wastes its work on the padding. So on
+CPU ``_PackedGRU`` runs the same packed recurrence with a hand-written backward (BPTT): both directions at once (the
+reverse one over each session reversed within its length), per step only the sessions still running, and the
+weight gradients as three matrix products at the end. Same parameters (``self.gru``'s), same numbers up to float
+rounding (tests/test_perf_paths.py checks outputs and gradients against ``nn.GRU``).
 
 Logits and the two special indices: ``forward`` returns RAW logits (B, V_song) for every index, which is what
 training needs. ``score_all(batch)`` returns the same logits with index 0 (padding) and 1 (OOV) set to -inf: use it
@@ -35,7 +36,6 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from musicrec.columns import FIRST_TOKEN_INDEX, OOV_INDEX, PAD_INDEX, SONG_TAGS, SONGS
@@ -116,58 +116,51 @@ class SessionGRU(nn.Module):
             tags = batch[SONG_TAGS]  # (B, T, K)
             assert tags.shape[:2] == (B, T), f"song_tags must be (B, T, K) with (B, T) = {(B, T)}, got {tags.shape}"
             x = torch.cat([x, masked_mean_embedding(self.tag_emb, tags)], dim=-1)  # (B, T, Ds + Dt)
+        out = self.bigru(x, lengths_cpu)  # (B, T, 2H), zeros past the length
         valid = torch.arange(T, device=songs.device).unsqueeze(0) < lengths.to(songs.device).unsqueeze(1)  # (B, T)
-        out = self.bigru(x, lengths_cpu, valid)  # (B, T, 2H), zeros past the length
         scores = self.att_score(torch.tanh(self.att_proj(out))).squeeze(-1)  # (B, T)
         scores = scores.masked_fill(~valid, float("-inf"))
         weights = torch.softmax(scores, dim=1)  # (B, T), zero past the length
         pooled = torch.bmm(weights.unsqueeze(1), out).squeeze(1)  # (B, 2H)
         return self.drop(pooled)  # (B, 2H)
 
-    def bigru(self, x: torch.Tensor, lengths_cpu: torch.Tensor, valid: torch.Tensor, packed: bool | None = None) -> torch.Tensor:
+    def bigru(self, x: torch.Tensor, lengths_cpu: torch.Tensor, own_bptt: bool | None = None) -> torch.Tensor:
         """The bidirectional GRU over the first ``lengths`` steps of each row: x (B, T, D) -> (B, T, 2H), zeros past
-        the length. ``packed=None`` packs on CUDA and masks on CPU (see the module docstring); both give the same
-        numbers, up to float rounding (the dropout between stacked layers draws different masks)."""
-        B, T, _ = x.shape
-        if packed is None:
-            packed = x.device.type != "cpu"
-        if packed:
-            seq = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
-            out, _ = self.gru(seq)
+        the length. ``own_bptt=None``: ``self.gru`` on a ``PackedSequence`` on CUDA (cuDNN), ``_PackedGRU`` on CPU (see
+        the module docstring); the two give the same numbers up to float rounding."""
+        B, T, D = x.shape
+        if not (x.device.type == "cpu" if own_bptt is None else own_bptt):
+            packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
+            out, _ = self.gru(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, 2H)
             return out
-        steps = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
-        lengths = lengths_cpu.to(x.device).unsqueeze(1)  # (B, 1)
-        rev = torch.where(valid, lengths - 1 - steps, steps)  # (B, T): row b's first lengths[b] steps reversed
-        keep = valid.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-        H, layer_in = self.config.hidden, x
-        for layer in range(self.config.num_layers):
-            if layer > 0:  # what nn.GRU does between stacked layers
-                layer_in = F.dropout(layer_in, self.gru.dropout, self.training)
-            run = self._one_direction(layer_in.shape[-1])
-            names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            fwd = {f"{n}_l0": getattr(self.gru, f"{n}_l{layer}") for n in names}
-            bwd = {f"{n}_l0": getattr(self.gru, f"{n}_l{layer}_reverse") for n in names}
-            out_f, _ = functional_call(run, fwd, (layer_in,))  # (B, T, H); past the length: junk
-            rev_in = layer_in.gather(1, rev.unsqueeze(-1).expand_as(layer_in))  # (B, T, D_in)
-            out_b, _ = functional_call(run, bwd, (rev_in,))  # (B, T, H), reversed time
-            out_b = out_b.gather(1, rev.unsqueeze(-1).expand(B, T, H))  # (B, T, H), back in time order
-            layer_in = torch.cat([out_f, out_b], dim=-1) * keep  # (B, T, 2H), zeros past the length
-        return layer_in
-
-    def _one_direction(self, input_size: int) -> nn.GRU:
-        """A weightless one-layer, one-direction GRU of this model's hidden size, run with the weights of one direction
-        of one layer of ``self.gru`` (``functional_call``); kept out of the state_dict and built without drawing
-        random numbers, so the model's parameters and its initialization are those of the packed version."""
-        runners = self.__dict__.setdefault("_runners", {})
-        if input_size not in runners:
-            runners[input_size] = nn.GRU(input_size, self.config.hidden, batch_first=True, device="meta")  # no storage, no RNG
-        return runners[input_size]
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_runners", None)  # rebuilt on first use (a pickled model, e.g. mlflow.pytorch, stays plain)
-        return state
+        # the packed layout of the positions (b, t): time-major, longest sessions first, as PackedSequence.data; the
+        # data itself is moved with index_select (whose gradient is one index_add, where pack_padded_sequence /
+        # pad_packed_sequence copy one slice per time step, and autograd zero-fills a full-size gradient per slice)
+        steps = torch.arange(T).unsqueeze(0)  # (1, T)
+        lengths = lengths_cpu.unsqueeze(1)  # (B, 1)
+        valid = steps < lengths  # (B, T)
+        pos = torch.arange(B * T).view(B, T)  # (B, T) position ids
+        packed_pos = pack_padded_sequence(pos, lengths_cpu, batch_first=True, enforce_sorted=False)
+        pos_packed, sizes = packed_pos.data, packed_pos.batch_sizes.tolist()  # (N,) positions in packed order
+        N = pos_packed.numel()
+        row_of = torch.full((B * T,), N, dtype=torch.long)  # position -> packed row; padding -> N (a zero row)
+        row_of[pos_packed] = torch.arange(N)
+        rev = torch.where(valid, lengths - 1 - steps, steps)  # (B, T): each session reversed within its length
+        rev_packed = pack_padded_sequence(pos.gather(1, rev), lengths_cpu, batch_first=True, enforce_sorted=False).data
+        rev_perm = row_of[rev_packed].to(x.device)  # (N,) packed row of (b, L_b - 1 - t); its own inverse
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        with torch.autocast("cpu", enabled=False):  # the recurrence in the weights' dtype, also under bf16 autocast
+            h = x.reshape(B * T, D).to(self.gru.weight_ih_l0.dtype).index_select(0, pos_packed.to(x.device))  # (N, D)
+            for layer in range(self.config.num_layers):
+                if layer > 0:  # what nn.GRU does between stacked layers
+                    h = F.dropout(h, self.gru.dropout, self.training)
+                weights = [torch.stack([getattr(self.gru, f"{n}_l{layer}"), getattr(self.gru, f"{n}_l{layer}_reverse")])
+                           for n in names]  # (2, ...): forward, reverse
+                out = _PackedGRU.apply(torch.stack([h, h[rev_perm]]), *weights, sizes)  # (2, N, H)
+                h = torch.cat([out[0], out[1][rev_perm]], dim=1)  # (N, 2H), both directions in time order
+            h = torch.cat([h, h.new_zeros(1, h.shape[1])])  # (N + 1, 2H): row N is the padding
+            return h.index_select(0, row_of.to(x.device)).view(B, T, -1)  # (B, T, 2H)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw logits over every song index (B, V_song); see ``score_all`` for evaluation."""
@@ -250,3 +243,87 @@ def mask_special(scores: torch.Tensor) -> torch.Tensor:
     scores[:, PAD_INDEX] = float("-inf")
     scores[:, OOV_INDEX] = float("-inf")
     return scores
+
+
+class _PackedGRU(torch.autograd.Function):
+    """K one-direction GRU layers (K = 2: forward, reverse) over one packed layout, with a hand-written backward.
+
+    ``x`` (K, N, D): rows in ``PackedSequence.data`` order (time-major; step t holds the first ``sizes[t]`` sessions,
+    longest first); weights ``w_ih`` (K, 3H, D), ``w_hh`` (K, 3H, H), ``b_ih`` / ``b_hh`` (K, 3H) in ``nn.GRU``'s gate
+    order (r, z, n) -> (K, N, H), h_0 = 0. The recurrence is ``nn.GRU``'s:
+    r, z = sigmoid(x W_ir,z + b_ir,z + h W_hr,z + b_hr,z); n = tanh(x W_in + b_in + r (h W_hn + b_hn)); h' = n + z (h - n).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, sizes):
+        K, N, _ = x.shape
+        H = w_hh.shape[2]
+        gi = torch.baddbmm(b_ih.unsqueeze(1), x, w_ih.transpose(1, 2))  # (K, N, 3H), every step at once
+        gh = x.new_empty(K, N, 3 * H)  # h W_hh + b_hh of each row's step
+        rz = x.new_empty(K, N, 2 * H)
+        cand = x.new_empty(K, N, H)
+        out = x.new_empty(K, N, H)
+        w_hh_t, b_hh = w_hh.transpose(1, 2), b_hh.unsqueeze(1)  # (K, H, 3H), (K, 1, 3H)
+        h = x.new_zeros(K, sizes[0] if sizes else 0, H)
+        start = 0
+        for n in sizes:  # per step only what depends on h; the rest is done for all rows before and after
+            end = start + n
+            h = h[:, :n]  # the sessions still running
+            g_h = torch.baddbmm(b_hh, h, w_hh_t)  # (K, n, 3H)
+            gh[:, start:end] = g_h
+            r_z = torch.sigmoid(gi[:, start:end, : 2 * H] + g_h[..., : 2 * H])  # (K, n, 2H)
+            c = torch.tanh(torch.addcmul(gi[:, start:end, 2 * H:], r_z[..., :H], g_h[..., 2 * H:]))  # (K, n, H)
+            h = torch.lerp(c, h, r_z[..., H:])  # n + z (h - n)
+            rz[:, start:end], cand[:, start:end], out[:, start:end] = r_z, c, h
+            start = end
+        assert start == N, f"sizes add up to {start}, not to the {N} packed rows"
+        ctx.sizes = sizes
+        ctx.save_for_backward(x, w_ih, w_hh, out, rz, cand, gh[..., 2 * H:])
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_out):
+        x, w_ih, w_hh, out, rz, cand, gh_n = ctx.saved_tensors
+        sizes = ctx.sizes
+        K, N, _ = x.shape
+        H = w_hh.shape[2]
+        h_prev = _previous_states(out, sizes)  # (K, N, H): the state each row's step started from
+        r, z = rz[..., :H], rz[..., H:]
+        # every gate gradient is dh (this row's d loss / d h) times a factor known from the forward pass:
+        # d pre-act n = dh (1 - z)(1 - n^2) = dh A; d pre-act r = dh A gh_n r (1 - r); d pre-act z = dh (h_prev - n) z (1 - z)
+        a = (1 - z) * (1 - cand * cand)
+        f_r = a * gh_n * r * (1 - r)
+        f_z = (h_prev - cand) * z * (1 - z)
+        f_hid = torch.stack([f_r, f_z, a * r], dim=2)  # (K, N, 3, H): hidden side (n gate: r (h W_hn + b_hn))
+        f_in = torch.stack([f_r, f_z, a], dim=2)  # (K, N, 3, H): input side
+        dh_all = d_out.clone()  # (K, N, H), completed step by step with what flows back through h
+        end = N
+        for t in range(len(sizes) - 1, 0, -1):  # step t's dh -> the running sessions' dh at step t - 1
+            n, start = sizes[t], end - sizes[t]
+            dh = dh_all[:, start:end].unsqueeze(2)  # (K, n, 1, H)
+            d_gh = (dh * f_hid[:, start:end]).view(K, n, 3 * H)
+            carry = torch.baddbmm(dh_all[:, start:end] * z[:, start:end], d_gh, w_hh)  # (K, n, H)
+            prev = start - sizes[t - 1]
+            dh_all[:, prev: prev + n] += carry
+            end = start
+        dh = dh_all.unsqueeze(2)
+        d_gh = (dh * f_hid).view(K, N, 3 * H)
+        d_gi = (dh * f_in).view(K, N, 3 * H)
+        d_x = torch.bmm(d_gi, w_ih) if ctx.needs_input_grad[0] else None  # (K, N, D)
+        d_w_ih = torch.bmm(d_gi.transpose(1, 2), x)  # (K, 3H, D)
+        d_w_hh = torch.bmm(d_gh.transpose(1, 2), h_prev)  # (K, 3H, H)
+        return d_x, d_w_ih, d_w_hh, d_gi.sum(1), d_gh.sum(1), None
+
+
+def _previous_states(out: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """(K, N, H) packed outputs -> the state each row's step started from: 0 at the first step, else the same
+    session's output one step earlier (the first ``sizes[t]`` rows of step t - 1)."""
+    starts = [0]
+    for n in sizes[:-1]:
+        starts.append(starts[-1] + n)
+    index = torch.cat([torch.arange(starts[t - 1], starts[t - 1] + sizes[t]) for t in range(1, len(sizes))]
+                      ) if len(sizes) > 1 else torch.zeros(0, dtype=torch.long)
+    h_prev = out.new_zeros(out.shape)
+    h_prev[:, sizes[0]:] = out[:, index.to(out.device)]
+    return h_prev
