@@ -16,8 +16,9 @@ Every worker reads its Petastorm shard (row group i goes to rank i % N, so each 
 checked before training); ``data.batch_size`` is the GLOBAL batch (``train.global_batch``), split over the workers;
 ``train.lr_scaling`` scales the learning rate; only rank 0 prints, writes checkpoints and logs the one MLflow run;
 on a CPU the workers of a host share its cores (``train.num_threads`` per worker; its "0 = PyTorch's default" becomes
-cores / local workers, unless OMP_NUM_THREADS is set, and a warning says when the workers oversubscribe the cores). The baselines (pop, cooc) are not trained: under a launcher rank 0 evaluates them alone on all the data and
-the other workers exit at once. jobs/train_on_spark.py runs the same job on Spark executors.
+cores / local workers, unless OMP_NUM_THREADS is set, and a warning says when the workers oversubscribe the cores).
+The baselines (pop, cooc) are not trained: under a launcher rank 0 evaluates them alone on all the data and the
+other workers exit at once. jobs/train_on_spark.py runs the same job on Spark executors.
 Exit status: 0 done, 2 bad arguments / data / config / checkpoint (one ``error:`` line, no traceback), 3 another
 worker died or hangs (distributed; ``horovodrun`` then names the failed rank and exits 1; the limits are in
 musicrec/distributed_horovod.py).
