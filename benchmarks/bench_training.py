@@ -23,7 +23,9 @@ What it measures, per case and repeat, in this one process (so the two sides see
 Throughput is ``fit``'s own ``samples_per_s`` (training examples / seconds of the training loop of an epoch, i.e.
 without the per-epoch validation, which here is only the first ``--eval-batches`` validation batches), averaged over
 the epochs of a run; each side's figure is the median over ``--repeats`` runs, alternated loader / memory.
-``loader cost`` = 1 - loader / memory: the share of throughput the loader takes (goal: at most 20%).
+``loader cost`` = 1 - loader / memory: the share of throughput the loader takes (goal: at most 20%). The same ratio
+is also given per CPU second of the process (examples / ``time.process_time()`` over the whole ``fit`` call, all
+threads): less sensitive to other processes' load, and it counts the loader's background threads in full.
 
 ``--threads`` overrides ``train.num_threads`` (0 = PyTorch's default). Prints a markdown table on stdout; progress on
 stderr. Results and the machine's load: benchmarks/RESULTS_training.md.
@@ -146,32 +148,40 @@ def run_case(case: str, data_dir: Path, args: argparse.Namespace) -> dict:
     preloaded = [list(_limit(data.train_loader(epoch), args.max_steps)) for epoch in range(args.epochs)]
     n_examples = sum(len(next(iter(b.values()))) for b in preloaded[0])
 
-    def one_run(side: str) -> tuple[float, dict]:
+    def one_run(side: str) -> tuple[float, float, dict]:
         model = copy.deepcopy(initial)
         if side == "loader":
             train_loader = lambda epoch: _limit(data.train_loader(epoch), args.max_steps)  # noqa: E731
         else:
             train_loader = lambda epoch: iter(preloaded[epoch])  # noqa: E731
+        cpu = time.process_time()
         with contextlib.redirect_stdout(sys.stderr):  # fit's epoch lines: progress, not results
             result = fit(model, train_loader=train_loader, eval_loader=lambda split: iter(eval_batches), kind=kind,
                          config=train_config, device="cpu", model_name=model_name, test_split=None)
+        cpu = time.process_time() - cpu  # every thread of the process: the loader's threads count too
         rates = [r["samples_per_s"] for r in result.history]
-        return statistics.mean(rates), model.state_dict()
+        examples = sum(sum(len(next(iter(b.values()))) for b in epoch) for epoch in preloaded)
+        return statistics.mean(rates), examples / cpu, model.state_dict()
 
     rates: dict[str, list[float]] = {"loader": [], "memory": []}
+    cpu_rates: dict[str, list[float]] = {"loader": [], "memory": []}
     states = {}
     load_before = load()
     for rep in range(args.repeats):
         for side in ("loader", "memory"):
-            rate, states[side] = one_run(side)
+            rate, cpu_rate, states[side] = one_run(side)
             rates[side].append(rate)
-            log(f"  {case} rep {rep + 1} {side}: {rate:,.0f} samples/s (load {load()})")
+            cpu_rates[side].append(cpu_rate)
+            log(f"  {case} rep {rep + 1} {side}: {rate:,.0f} samples/s wall, {cpu_rate:,.0f} per CPU second "
+                f"(load {load()})")
     same = all(torch.equal(states["loader"][k], states["memory"][k]) for k in states["loader"])
     loader, memory = statistics.median(rates["loader"]), statistics.median(rates["memory"])
+    cpu_loader, cpu_memory = statistics.median(cpu_rates["loader"]), statistics.median(cpu_rates["memory"])
     return {
         "case": case, "model": model_name, "data": manifest["dataset"], "examples": n_examples,
         "batch": data.config.batch_size, "threads": torch.get_num_threads(), "loader": loader, "memory": memory,
-        "cost": 1.0 - loader / memory, "loader_runs": rates["loader"], "memory_runs": rates["memory"],
+        "cost": 1.0 - loader / memory, "cpu_loader": cpu_loader, "cpu_memory": cpu_memory,
+        "cpu_cost": 1.0 - cpu_loader / cpu_memory, "loader_runs": rates["loader"], "memory_runs": rates["memory"],
         "same_weights": same, "load": f"{load_before} -> {load()}",
     }
 
@@ -192,13 +202,14 @@ def main(argv=None) -> int:
     print(f"machine: {machine()}; epochs {args.epochs}, repeats {args.repeats}, max steps {args.max_steps or 'all'}")
     print()
     print("| case | data | examples/epoch | batch | threads | loader samples/s | in-memory samples/s | loader cost | "
-          "same weights | load (1/5/15 min) | runs loader / memory |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "per CPU s: loader / in-memory | loader cost (CPU) | same weights | load (1/5/15 min) | "
+          "runs loader / in-memory (samples/s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         runs = ", ".join(f"{x:,.0f}" for x in r["loader_runs"]) + " / " + ", ".join(f"{x:,.0f}" for x in r["memory_runs"])
         print(f"| {r['case']} | {r['data']} | {r['examples']:,} | {r['batch']} | {r['threads']} | {r['loader']:,.0f} | "
-              f"{r['memory']:,.0f} | {100 * r['cost']:.1f}% | {'yes' if r['same_weights'] else 'NO'} | {r['load']} | "
-              f"{runs} |")
+              f"{r['memory']:,.0f} | {100 * r['cost']:.1f}% | {r['cpu_loader']:,.0f} / {r['cpu_memory']:,.0f} | "
+              f"{100 * r['cpu_cost']:.1f}% | {'yes' if r['same_weights'] else 'NO'} | {r['load']} | {runs} |")
     return 0
 
 

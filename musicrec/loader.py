@@ -505,9 +505,12 @@ class ShuffleBuffer:
 
     def _emit(self, pos: np.ndarray) -> dict[str, np.ndarray]:
         cid, eid = self.cid[pos], self.eid[pos]
-        keep = np.ones(len(self), dtype=bool)
-        keep[pos] = False
-        self.cid, self.eid = self.cid[keep], self.eid[keep]
+        if pos.size and pos[-1] == pos.size - 1:  # sorted, distinct: the first pos.size entries (flush)
+            self.cid, self.eid = self.cid[pos.size:], self.eid[pos.size:]
+        else:
+            keep = np.ones(len(self), dtype=bool)
+            keep[pos] = False
+            self.cid, self.eid = self.cid[keep], self.eid[keep]
         parts = []
         for chunk_id in np.unique(cid):
             sel = cid == chunk_id
@@ -808,11 +811,14 @@ class Data:
     def _sample_negatives(self, users: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:
         """``k`` songs per user (users.size, k) drawn uniformly from the real songs the user never played in training."""
         neg = rng.integers(FIRST_TOKEN_INDEX, self.song_vocab, size=(users.size, k))
+        flat, owner = neg.reshape(-1), np.repeat(users, k)  # (users.size * k,) views / copies, row-major
+        todo = np.arange(flat.size)  # only redrawn entries need checking again: same draws as checking all
         for _ in range(rounds):
-            bad = self._is_known(np.repeat(users, k).reshape(users.size, k), neg)
-            if not bad.any():
+            bad = todo[self._is_known(owner[todo], flat[todo])]
+            if not bad.size:
                 break
-            neg[bad] = rng.integers(FIRST_TOKEN_INDEX, self.song_vocab, size=int(bad.sum()))
+            flat[bad] = rng.integers(FIRST_TOKEN_INDEX, self.song_vocab, size=bad.size)
+            todo = bad
         return neg
 
     def _pairs_chunk(self, raw: dict[str, np.ndarray], rng: np.random.Generator) -> _PairsChunk:
