@@ -85,13 +85,14 @@ class Sampler(threading.Thread):
 
 def event_log_profile(log_dir: Path) -> dict[str, dict[str, float]]:
     """Per job description ("kkbox: <step>"): number of stages and tasks, summed task run time and CPU time (s)."""
-    files = sorted(p for p in log_dir.iterdir() if p.is_file())
+    files = sorted(p for p in log_dir.rglob("*") if p.is_file() and not p.name.startswith("appstatus"))
     if not files:
         return {}
     stage_desc: dict[int, str] = {}
     profile: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    with open(files[-1], encoding="utf-8") as handle:
-        for line in handle:
+    lines = (line for path in files for line in open(path, encoding="utf-8"))  # uncompressed (see the command)
+    if True:
+        for line in lines:
             event = json.loads(line)
             kind = event.get("Event")
             if kind == "SparkListenerJobStart":
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace) -> dict:
     event_dir = Path(tempfile.mkdtemp(prefix="bench-kkbox-events-"))
     command = [str(REPO / "spark-submit.sh"), "--master", args.master,
                "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir=file://{event_dir}",
+               "--conf", "spark.eventLog.compress=false", "--conf", "spark.eventLog.rolling.enabled=false",
                "--conf", "spark.ui.showConsoleProgress=false",
                "jobs/features.py", "kkbox", "--input", str(data), "--output", str(args.out)]
     env = dict(os.environ, MUSICREC_DRIVER_MEMORY=args.driver_memory)
@@ -173,7 +175,8 @@ def markdown(result: dict, note: str) -> str:
         "",
         f"- command: `{result['command']}`",
         f"- wall time: **{result['wall_s']:.1f} s** (target 180 s); peak RSS of the spark-submit process tree: "
-        f"**{result['peak_rss_gib']:.2f} GiB**; CPU time of the tree: {result['cpu_s']:.0f} s on {result['cpus']} cores",
+        f"**{result['peak_rss_gib']:.2f} GiB**; CPU time of the tree: {result['cpu_s']:.0f} s "
+        f"on {result['cpus']} cores",
         f"- load average (1/5/15 min) before: {result['load_before']}, after: {result['load_after']}",
         f"- rows: {result['row_counts']}",
         f"- input: {', '.join(f'{k} {v / 2**20:,.0f} MiB' for k, v in result['input_bytes'].items())}",

@@ -24,8 +24,8 @@ from musicrec.features.common import AtomicOutput, InputError, build_vocab, buil
     with_index_array
 
 CFG = K.KkboxConfig()
-PERSON_PATTERN = K.separator_pattern(CFG.person_separators)
-GENRE_PATTERN = K.separator_pattern(CFG.genre_separators)
+PERSON_SEPARATORS = CFG.person_separators
+GENRE_SEPARATORS = CFG.genre_separators
 
 
 def write_csv(path: Path, lines: list[str]) -> Path:
@@ -63,7 +63,8 @@ def test_small_helpers():
                               min_files=2) == 737_500
     assert K.records_per_file({"train": 9_000_000, "valid": 3_000_000}, rows_per_file=1_000_000, min_files=2) == \
         1_000_000
-    assert K.separator_pattern([r"\|", "/", r"\\", "、", r"\s[xX]\s", "-"]) == r"[|/\\、\-]|(?:\s[xX]\s)"
+    assert K.separator_parts([r"\|", "/", r"\\", "、", r"\s[xX]\s", "-", "/"]) == ("|/\\、-", r"(?:\s[xX]\s)")
+    assert K.separator_parts([r"\|"]) == ("|", None)
     K.check_row_accounting({"train.csv": {"input_rows": 10, "train": 7, "valid": 2, "rejected": 1}})
     with pytest.raises(RuntimeError, match="row accounting failed for train.csv"):
         K.check_row_accounting({"train.csv": {"input_rows": 10, "train": 7, "valid": 2, "rejected": 0}})
@@ -222,10 +223,10 @@ SPLIT_CASES = [
 @pytest.mark.spark
 def test_split_names_on_every_separator(spark):
     df = spark.createDataFrame([(i, text) for i, (text, _) in enumerate(SPLIT_CASES)], "i int, text string")
-    got = {r["i"]: r["names"] for r in df.select("i", K.split_names(F.col("text"), PERSON_PATTERN, 8).alias("names"))
+    got = {r["i"]: r["names"] for r in df.select("i", K.split_names(F.col("text"), PERSON_SEPARATORS, 8).alias("names"))
            .collect()}
     assert [got[i] for i in range(len(SPLIT_CASES))] == [expected for _, expected in SPLIT_CASES]
-    capped = df.where("i = 0").select(K.split_names(F.col("text"), PERSON_PATTERN, 2).alias("n")).first()["n"]
+    capped = df.where("i = 0").select(K.split_names(F.col("text"), PERSON_SEPARATORS, 2).alias("n")).first()["n"]
     assert capped == ["TEDDY", "FUTURE BOUNCE"]
 
 
@@ -236,7 +237,7 @@ def test_with_song_lists(spark):
          ("s3", "465", None, None, None)],
         "song_id string, genre_ids string, artist_name string, composer string, lyricist string",
     )
-    result = df.transform(K.with_song_lists, genre_pattern=GENRE_PATTERN, person_pattern=PERSON_PATTERN, max_multi=2)
+    result = df.transform(K.with_song_lists, genre_separators=GENRE_SEPARATORS, person_separators=PERSON_SEPARATORS, max_multi=2)
     expected = spark.createDataFrame(
         [("s1", ["864", "857"], ["A", "B"], ["C", "D"], None, "A feat. B"),
          ("s2", None, ["E"], None, ["F"], "E"),
@@ -314,7 +315,7 @@ def test_plays_unknown_songs_and_members(spark):
     song_info_df = (
         K.plays_by_split(events_df, ["song_id"])
         .transform(K.join_song_info, songs_df, extra_df)
-        .transform(K.with_song_lists, genre_pattern=GENRE_PATTERN, person_pattern=PERSON_PATTERN, max_multi=8)
+        .transform(K.with_song_lists, genre_separators=GENRE_SEPARATORS, person_separators=PERSON_SEPARATORS, max_multi=8)
         .transform(K.with_artist_counts)
     )
     got = {r["song_id"]: (r["_plays_train"], r["_plays_valid"], r["_plays_test"], r[K.ARTIST_COUNT], r[K.HAS_SONG],
