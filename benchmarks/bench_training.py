@@ -73,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-batches", type=int, default=2, help="validation batches evaluated after each epoch")
     parser.add_argument("--threads", type=int, default=None, help="override train.num_threads (0 = PyTorch's default)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a conf/<model>.yaml value for every case, e.g. --set data.prefetch=0")
     return parser.parse_args(argv)
 
 
@@ -122,13 +124,13 @@ def _limit(batches, max_steps: int):
 def run_case(case: str, data_dir: Path, args: argparse.Namespace) -> dict:
     import torch
 
-    from musicrec.config import load_config
+    from musicrec.config import apply_overrides, load_config
     from musicrec.loader import Data, DataConfig, read_manifest, view_for
     from musicrec.models import build_model
     from musicrec.training import TrainConfig, fit
 
     model_name, _dataset = CASES[case]
-    config = load_config(None, default_name=model_name)
+    config = apply_overrides(load_config(None, default_name=model_name), args.overrides)
     manifest = read_manifest(data_dir)
     data = Data(data_dir, view_for(manifest["dataset"], model_name), DataConfig.from_dict(config.get("data")),
                 seed=args.seed, manifest=manifest)
@@ -199,7 +201,8 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         rows.append(run_case(case, dirs[CASES[case][1]], args))
         log(f"{case}: done in {time.perf_counter() - started:.0f} s")
-    print(f"machine: {machine()}; epochs {args.epochs}, repeats {args.repeats}, max steps {args.max_steps or 'all'}")
+    print(f"machine: {machine()}; epochs {args.epochs}, repeats {args.repeats}, max steps {args.max_steps or 'all'}"
+          + (f"; overrides {' '.join(args.overrides)}" if args.overrides else ""))
     print()
     print("| case | data | examples/epoch | batch | threads | loader samples/s | in-memory samples/s | loader cost | "
           "per CPU s: loader / in-memory | loader cost (CPU) | same weights | load (1/5/15 min) | "
