@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from musicrec.features import common
 from musicrec.features.common import (

@@ -148,25 +148,23 @@ def test_outputs_manifest_and_contract(first_run, lastfm_input):
 
 
 @pytest.mark.e2e
-def test_rerun_gives_identical_tables_and_replaces_output(first_run, lastfm_input, tmp_path):
+def test_rerun_gives_identical_tables_and_replaces_output(first_run, lastfm_input):
+    """Rerun into the same OUT: it is replaced atomically (a stale file disappears, nothing is left beside it) and
+    every table has the same rows in the same part files."""
     input_dir, _ = lastfm_input
-    second = tmp_path / "second"
-    result = run_features(input_dir, second)
+    before = table_contents(first_run)
+    parts_before = {name: part_numbers(first_run / name) for name in TABLES}
+    manifest_before = json.loads((first_run / "_MANIFEST.json").read_text())
+    (first_run / "stale.txt").write_text("from an older run")
+    result = run_features(input_dir, first_run)
     assert result.returncode == 0, result.stderr[-4000:]
-    first_tables, second_tables = table_contents(first_run), table_contents(second)
+    assert not (first_run / "stale.txt").exists()
+    assert sorted(p.name for p in first_run.parent.iterdir()) == [first_run.name]
+    after = table_contents(first_run)
     for name in TABLES:
-        assert first_tables[name] == second_tables[name], f"table {name} differs between two runs"
-        assert part_numbers(first_run / name) == part_numbers(second / name)
-    first_manifest = json.loads((first_run / "_MANIFEST.json").read_text())
-    second_manifest = json.loads((second / "_MANIFEST.json").read_text())
-    assert first_manifest == second_manifest
-    # rerun into an existing output: replaced atomically, nothing left beside it
-    (second / "stale.txt").write_text("from an older run")
-    result = run_features(input_dir, second, "--set", "sessions.gap_seconds=1800")
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert not (second / "stale.txt").exists()
-    assert json.loads((second / "_MANIFEST.json").read_text())["config"]["sessions"]["gap_seconds"] == 1800
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["second"]
+        assert before[name] == after[name], f"table {name} differs between two runs"
+        assert parts_before[name] == part_numbers(first_run / name)
+    assert json.loads((first_run / "_MANIFEST.json").read_text()) == manifest_before
 
 
 @pytest.mark.e2e
@@ -255,31 +253,20 @@ def snapshot(out: Path) -> dict[str, bytes]:
 
 @pytest.mark.e2e
 def test_bad_input_exit_2_and_previous_output_untouched(first_run, lastfm_input, tmp_path):
+    """Through spark-submit: a missing input folder and a malformed line in strict mode exit with 2, print a message
+    naming the file (and line), and leave the previous OUT as it was."""
     input_dir, _ = lastfm_input
     out = tmp_path / "out"
     shutil.copytree(first_run, out)
     before = snapshot(out)
-
-    cases = []
     missing = tmp_path / "missing"
-    cases.append((missing, [], f"input folder {missing} not found"))
-
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / LASTFM_PLAYS_FILE).write_text("")
-    cases.append((empty, [], f"file {empty / LASTFM_PLAYS_FILE} is empty"))
-
     malformed = tmp_path / "malformed"
     shutil.copytree(input_dir, malformed)
-    cases.append((malformed, ["--set", "clean.max_rejected_fraction=0"],
-                  f"file {malformed / LASTFM_PLAYS_FILE} line 6: unparseable timestamp"))
-
-    no_column = tmp_path / "no_column"
-    no_column.mkdir()
-    shutil.copy(input_dir / LASTFM_PLAYS_FILE, no_column / LASTFM_PLAYS_FILE)
-    (no_column / LASTFM_TAGS_FILE).write_text("traid\ttag\nabc\trock\n")
-    cases.append((no_column, [], f"file {no_column / LASTFM_TAGS_FILE}: missing column 'count'"))
-
+    cases = [
+        (missing, [], f"input folder {missing} not found"),
+        (malformed, ["--set", "clean.max_rejected_fraction=0"],
+         f"file {malformed / LASTFM_PLAYS_FILE} line 6: unparseable timestamp"),
+    ]
     for folder, extra, message in cases:
         result = run_features(folder, out, *extra)
         # spark-submit's PythonRunner merges the driver's stderr into its stdout: look at both
@@ -287,4 +274,46 @@ def test_bad_input_exit_2_and_previous_output_untouched(first_run, lastfm_input,
         assert result.returncode == 2, (folder, printed[-3000:])
         assert f"features.py: error: {message}" in printed, (message, printed[-3000:])
         assert snapshot(out) == before, f"{folder.name}: the previous output changed"
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["malformed", "out"]  # no staging folder left
+
+
+@pytest.mark.spark
+def test_bad_input_in_process_names_file_and_column(spark, first_run, lastfm_input, tmp_path):
+    """run_job directly (no JVM start per case): empty file, missing tags column, missing plays file, a tags file
+    required but absent, more malformed lines than allowed; each names the file and leaves OUT untouched."""
+    from musicrec.features.common import InputError
+    from musicrec.features.lastfm import run_job
+
+    input_dir, _ = lastfm_input
+    out = tmp_path / "out"
+    shutil.copytree(first_run, out)
+    before = snapshot(out)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / LASTFM_PLAYS_FILE).write_text("")
+    no_column = tmp_path / "no_column"
+    no_column.mkdir()
+    shutil.copy(input_dir / LASTFM_PLAYS_FILE, no_column / LASTFM_PLAYS_FILE)
+    (no_column / LASTFM_TAGS_FILE).write_text("traid\ttag\nabc\trock\n")
+    no_plays = tmp_path / "no_plays"
+    no_plays.mkdir()
+    no_tags = tmp_path / "no_tags"
+    no_tags.mkdir()
+    shutil.copy(input_dir / LASTFM_PLAYS_FILE, no_tags / LASTFM_PLAYS_FILE)
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / LASTFM_PLAYS_FILE).write_text("msno,song_id,target\nabc,def,1\nghi,jkl,0\n")
+    cases = [
+        (empty, {}, f"file {empty / LASTFM_PLAYS_FILE} is empty"),
+        (no_column, {}, f"file {no_column / LASTFM_TAGS_FILE}: missing column 'count' (header has traid, tag)"),
+        (no_plays, {}, f"file {no_plays / LASTFM_PLAYS_FILE} not found"),
+        (no_tags, {"tags": {"required": True}}, f"file {no_tags / LASTFM_TAGS_FILE} not found"),
+        (garbage, {}, f"file {garbage / LASTFM_PLAYS_FILE} line 1: wrong number of fields"),
+    ]
+    for folder, config, message in cases:
+        with pytest.raises(InputError) as raised:
+            run_job(spark, folder, out, config)
+        assert message in str(raised.value)
+        assert snapshot(out) == before, f"{folder.name}: the previous output changed"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

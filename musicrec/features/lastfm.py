@@ -4,19 +4,23 @@ Stages (each a small DataFrame -> DataFrame function, chained with ``.transform`
 
 1. read   ``read_text_lines`` + ``with_parsed_plays``: split on tabs, 6 fields, ``try_to_timestamp``; a wrong field
           count, a missing user or an unparseable timestamp sets ``reason`` -> ``OUT/rejected/<file>/``.
-2. clean  ``drop_untracked`` (no track MBID), ``filter_time_window`` (``window_bounds``), ``drop_duplicate_plays``.
-3. sessionize  ``with_sessions`` (gap strictly more than ``gap_seconds`` starts a session), ``filter_users_by_sessions``,
+2. clean  ``drop_untracked`` (no track MBID), ``filter_time_window`` (``window_bounds``: start/end or first/last N
+          months), ``drop_duplicate_plays`` (same user, timestamp and track).
+3. sessionize  ``with_sessions`` (a gap of MORE than ``gap_seconds`` starts a session), ``filter_users_by_sessions``,
           ``with_session_id`` -> ``OUT/plays/``.
-4. tags   ``read_tags`` -> ``with_top_tags`` (top K per song) -> ``apply_tag_policy`` (drop or keep untagged songs).
-5. vocab  ``build_vocab`` (common) for user, song, artist, tag -> ``OUT/vocab/<name>/``.
+4. tags   ``with_parsed_tags`` -> ``with_top_tags`` (top K per song) -> ``apply_tag_policy`` (drop or keep untagged).
+5. vocab  ``build_vocab`` / ``build_vocab_from_array`` (common) for user, song, artist, tag -> ``OUT/vocab/<name>/``.
 6. sequences  ``build_song_lookup`` -> ``build_sessions`` (one row per session, cut to ``max_length``) ->
           ``split_cutoffs`` + ``with_split`` -> ``OUT/sessions/{train,valid,test}/``; ``OUT/song_tags/``.
 7. report ``StatsReport`` (stats.json/.md), ``write_manifest``; everything inside one ``AtomicOutput``.
 
-Performance shape (see benchmarks/RESULTS_lastfm.md): the text is scanned once; the parsed rows are shuffled once
-(hash on user, sorted by user and time) and cached, and every window function below uses exactly that partitioning
-and order (``user_time_window``), so the dedup, sessionization, user filter, session grouping and the stats need no
-further shuffle of the plays.
+How ``run_job`` runs stages 2-3 on 19M rows: the text is scanned once; ``with_eligibility`` marks the plays that
+survive stage 2's row filters, the rows are shuffled once (hash on user) and sorted by ``play_order``, and
+``with_session_flags`` does dedup, sessions, positions and per-user session counts in ONE pass of three window
+operators over that order (the small stage functions above give the same result, see the tests); ``with_level``
+then labels every row with the last stage it survives. That frame is cached, and the rejects, ``plays/``, the
+per-stage stats and the session sequences all read it without another shuffle of the plays.
+See benchmarks/RESULTS_lastfm.md for timings.
 """
 
 from __future__ import annotations
@@ -40,9 +44,8 @@ from musicrec.columns import (
 from musicrec.features.common import (
     BLOCK_COL, ROW_ID_COL, AtomicOutput, InputError, StatsReport, build_vocab, build_vocab_from_array,
     check_header, column_stats, column_stats_by_level, file_fingerprint, parquet_rows, read_text_lines,
-    reject_reason,
-    require_files, require_nonempty, with_index, with_index_array, with_line_numbers, write_manifest,
-    write_rejected, write_vocab,
+    reject_reason, require_files, require_nonempty, with_index, with_index_array, with_line_numbers,
+    write_manifest, write_rejected, write_vocab,
 )
 from musicrec.schemas import LASTFM_PLAYS_COLUMNS, LASTFM_PLAYS_FILE, LASTFM_TAGS_FILE
 
@@ -215,14 +218,10 @@ def with_parsed_plays(lines_df: DataFrame, *, value_col: str = "value") -> DataF
     _typed_df = _fields_df.select(*[c for c in lines_df.columns], "_fields", *text_cols).withColumn(
         TS, F.try_to_timestamp(F.col(TS), F.lit(TS_FORMAT))
     )
-    _checked_df = _typed_df.withColumn("reason", _reason_column(plays_checks()))
+    _checked_df = _typed_df.withColumn("reason", reject_reason(plays_checks()))
     is_bad = F.col("reason").isNotNull()
     extra = [F.when(is_bad, F.col(c)).alias(c) for c in (BLOCK_COL, ROW_ID_COL) if c in lines_df.columns]
     return _checked_df.select(*RAW_COLUMNS, "reason", F.when(is_bad, F.col(value_col)).alias("raw"), *extra)
-
-
-def _reason_column(checks: list[tuple[Column, str]]) -> Column:
-    return reject_reason(checks)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -420,7 +419,7 @@ def with_parsed_tags(lines_df: DataFrame, header: list[str], *, lowercase: bool 
         F.nullif(tag, F.lit("")).alias("tag"),
         F.trim(F.get(_fields, positions["count"])).try_cast("int").alias("count"),
     )
-    _checked_df = _parsed_df.withColumn("reason", _reason_column(tags_checks("_fields", len(header))))
+    _checked_df = _parsed_df.withColumn("reason", reject_reason(tags_checks("_fields", len(header))))
     is_bad = F.col("reason").isNotNull()
     extra = [F.when(is_bad, F.col(c)).alias(c) for c in (BLOCK_COL, ROW_ID_COL) if c in lines_df.columns]
     return _checked_df.select(*TAGS_COLUMNS, "reason", F.when(is_bad, F.col(value_col)).alias("raw"), *extra)
