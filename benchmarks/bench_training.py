@@ -21,11 +21,13 @@ What it measures, per case and repeat, in this one process (so the two sides see
   compared (they must be equal: same batches, same seeds).
 
 Throughput is ``fit``'s own ``samples_per_s`` (training examples / seconds of the training loop of an epoch, i.e.
-without the per-epoch validation, which here is only the first ``--eval-batches`` validation batches), averaged over
-the epochs of a run; each side's figure is the median over ``--repeats`` runs, alternated loader / memory.
-``loader cost`` = 1 - loader / memory: the share of throughput the loader takes (goal: at most 20%). The same ratio
-is also given per CPU second of the process (examples / ``time.process_time()`` over the whole ``fit`` call, all
-threads): less sensitive to other processes' load, and it counts the loader's background threads in full.
+without the per-epoch validation, which here is only the first ``--eval-batches`` validation batches). In-memory: the
+mean over a run's epochs. Loader: epoch 1 (a fresh ``Data`` per run: Petastorm reads and decodes everything) and the
+mean of epochs 2+ (the split replayed from the in-memory cache when it fits ``data.cache_mb``). Each figure is the
+median over ``--repeats`` runs, alternated loader / memory. ``loader cost`` = 1 - loader / in-memory: the share of
+throughput the loader takes (goal: at most 20%). The same ratio is also given per CPU second of the process
+(examples / ``time.process_time()`` over the whole ``fit`` call, all epochs, all threads): less sensitive to other
+processes' load, and it counts the loader's background threads in full.
 
 ``--threads`` overrides ``train.num_threads`` (0 = PyTorch's default). Prints a markdown table on stdout; progress on
 stderr. Results and the machine's load: benchmarks/RESULTS_training.md.
@@ -150,10 +152,11 @@ def run_case(case: str, data_dir: Path, args: argparse.Namespace) -> dict:
     preloaded = [list(_limit(data.train_loader(epoch), args.max_steps)) for epoch in range(args.epochs)]
     n_examples = sum(len(next(iter(b.values()))) for b in preloaded[0])
 
-    def one_run(side: str) -> tuple[float, float, dict]:
+    def one_run(side: str) -> tuple[list[float], float, dict]:
         model = copy.deepcopy(initial)
-        if side == "loader":
-            train_loader = lambda epoch: _limit(data.train_loader(epoch), args.max_steps)  # noqa: E731
+        if side == "loader":  # a fresh Data: its first epoch reads and decodes, later ones may replay its cache
+            fresh = Data(data_dir, data.view, data.config, seed=args.seed, manifest=manifest)
+            train_loader = lambda epoch: _limit(fresh.train_loader(epoch), args.max_steps)  # noqa: E731
         else:
             train_loader = lambda epoch: iter(preloaded[epoch])  # noqa: E731
         cpu = time.process_time()
@@ -161,30 +164,32 @@ def run_case(case: str, data_dir: Path, args: argparse.Namespace) -> dict:
             result = fit(model, train_loader=train_loader, eval_loader=lambda split: iter(eval_batches), kind=kind,
                          config=train_config, device="cpu", model_name=model_name, test_split=None)
         cpu = time.process_time() - cpu  # every thread of the process: the loader's threads count too
-        rates = [r["samples_per_s"] for r in result.history]
         examples = sum(sum(len(next(iter(b.values()))) for b in epoch) for epoch in preloaded)
-        return statistics.mean(rates), examples / cpu, model.state_dict()
+        return [r["samples_per_s"] for r in result.history], examples / cpu, model.state_dict()
 
-    rates: dict[str, list[float]] = {"loader": [], "memory": []}
+    runs: dict[str, list[list[float]]] = {"loader": [], "memory": []}
     cpu_rates: dict[str, list[float]] = {"loader": [], "memory": []}
     states = {}
     load_before = load()
     for rep in range(args.repeats):
         for side in ("loader", "memory"):
-            rate, cpu_rate, states[side] = one_run(side)
-            rates[side].append(rate)
+            epochs, cpu_rate, states[side] = one_run(side)
+            runs[side].append(epochs)
             cpu_rates[side].append(cpu_rate)
-            log(f"  {case} rep {rep + 1} {side}: {rate:,.0f} samples/s wall, {cpu_rate:,.0f} per CPU second "
-                f"(load {load()})")
+            log(f"  {case} rep {rep + 1} {side}: epochs {', '.join(f'{x:,.0f}' for x in epochs)} samples/s; "
+                f"{cpu_rate:,.0f} per CPU second (load {load()})")
     same = all(torch.equal(states["loader"][k], states["memory"][k]) for k in states["loader"])
-    loader, memory = statistics.median(rates["loader"]), statistics.median(rates["memory"])
-    cpu_loader, cpu_memory = statistics.median(cpu_rates["loader"]), statistics.median(cpu_rates["memory"])
+    median = statistics.median
+    memory = median(statistics.mean(r) for r in runs["memory"])
+    first = median(r[0] for r in runs["loader"])
+    later = median(statistics.mean(r[1:]) for r in runs["loader"]) if args.epochs > 1 else float("nan")
+    cpu_loader, cpu_memory = median(cpu_rates["loader"]), median(cpu_rates["memory"])
     return {
         "case": case, "model": model_name, "data": manifest["dataset"], "examples": n_examples,
-        "batch": data.config.batch_size, "threads": torch.get_num_threads(), "loader": loader, "memory": memory,
-        "cost": 1.0 - loader / memory, "cpu_loader": cpu_loader, "cpu_memory": cpu_memory,
-        "cpu_cost": 1.0 - cpu_loader / cpu_memory, "loader_runs": rates["loader"], "memory_runs": rates["memory"],
-        "same_weights": same, "load": f"{load_before} -> {load()}",
+        "batch": data.config.batch_size, "threads": torch.get_num_threads(), "memory": memory, "first": first,
+        "later": later, "cost_first": 1.0 - first / memory, "cost_later": 1.0 - later / memory,
+        "cpu_loader": cpu_loader, "cpu_memory": cpu_memory, "cpu_cost": 1.0 - cpu_loader / cpu_memory,
+        "runs": runs, "same_weights": same, "load": f"{load_before} -> {load()}",
     }
 
 
@@ -204,15 +209,20 @@ def main(argv=None) -> int:
     print(f"machine: {machine()}; epochs {args.epochs}, repeats {args.repeats}, max steps {args.max_steps or 'all'}"
           + (f"; overrides {' '.join(args.overrides)}" if args.overrides else ""))
     print()
-    print("| case | data | examples/epoch | batch | threads | loader samples/s | in-memory samples/s | loader cost | "
-          "per CPU s: loader / in-memory | loader cost (CPU) | same weights | load (1/5/15 min) | "
-          "runs loader / in-memory (samples/s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| case | data | examples/epoch | batch | threads | in-memory samples/s | loader samples/s: epoch 1 / "
+          "epochs 2+ | loader cost: epoch 1 / epochs 2+ | per CPU s: loader / in-memory (cost) | same weights | "
+          "load (1/5/15 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        runs = ", ".join(f"{x:,.0f}" for x in r["loader_runs"]) + " / " + ", ".join(f"{x:,.0f}" for x in r["memory_runs"])
-        print(f"| {r['case']} | {r['data']} | {r['examples']:,} | {r['batch']} | {r['threads']} | {r['loader']:,.0f} | "
-              f"{r['memory']:,.0f} | {100 * r['cost']:.1f}% | {r['cpu_loader']:,.0f} / {r['cpu_memory']:,.0f} | "
-              f"{100 * r['cpu_cost']:.1f}% | {'yes' if r['same_weights'] else 'NO'} | {r['load']} | {runs} |")
+        print(f"| {r['case']} | {r['data']} | {r['examples']:,} | {r['batch']} | {r['threads']} | {r['memory']:,.0f} | "
+              f"{r['first']:,.0f} / {r['later']:,.0f} | {100 * r['cost_first']:.1f}% / {100 * r['cost_later']:.1f}% | "
+              f"{r['cpu_loader']:,.0f} / {r['cpu_memory']:,.0f} ({100 * r['cpu_cost']:.1f}%) | "
+              f"{'yes' if r['same_weights'] else 'NO'} | {r['load']} |")
+    print()
+    print("Runs (samples/s per epoch; loader | in-memory):")
+    for r in rows:
+        fmt = lambda runs: "; ".join(", ".join(f"{x:,.0f}" for x in run) for run in runs)  # noqa: E731
+        print(f"- {r['case']}: {fmt(r['runs']['loader'])} | {fmt(r['runs']['memory'])}")
     return 0
 
 

@@ -37,6 +37,12 @@ column to the row group's longest list and adds ``<column>__len`` so the loader 
 transform hands each row group over as ONE row whose cells are whole columns: Petastorm then converts one array per
 column instead of one per row (its per-row ``np.vstack`` was most of the reading time), and the loader turns the
 row back into columns (``iter_row_groups``). Row groups, sharding and their order are Petastorm's as before.
+
+Speed (benchmarks/RESULTS_training.md): a split that fits in ``cache_mb`` is decoded once and kept in memory; later
+epochs ask Petastorm, with the epoch's seed and shard, only for the order of the row groups (one small id column) and
+replay the kept ones in that order (``Data.row_groups``), so every epoch is the one an uncached reader would give. With
+``prefetch`` > 0 the batches of an epoch are made in a background thread, a few ahead of the training step. Neither
+changes a batch: tests/test_perf_paths.py compares cached, prefetched epochs with plain ones.
 """
 
 from __future__ import annotations
