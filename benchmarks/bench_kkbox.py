@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> dict:
     command = [str(REPO / "spark-submit.sh"), "--master", args.master,
                "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir=file://{event_dir}",
                "--conf", "spark.eventLog.compress=false", "--conf", "spark.eventLog.rolling.enabled=false",
-               "--conf", "spark.ui.showConsoleProgress=false",
+               "--conf", "spark.ui.showConsoleProgress=false", *args.spark_option,
                "jobs/features.py", "kkbox", "--input", str(data), "--output", str(args.out)]
     env = dict(os.environ, MUSICREC_DRIVER_MEMORY=args.driver_memory)
     load_before = os.getloadavg()
@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--driver-memory", default="6g")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between RSS samples")
     parser.add_argument("--log", default="/tmp/bench-kkbox.log", help="spark-submit's stderr (stdout next to it)")
+    parser.add_argument("--spark-option", action="append", default=[], metavar="ARG",
+                        help="extra spark-submit argument, repeatable, e.g. --spark-option=--driver-java-options "
+                             "--spark-option=-XX:+UseParallelGC")
     parser.add_argument("--note", default="", help="free text for the results entry")
     parser.add_argument("--record", action="store_true", help=f"append the results to {RESULTS.relative_to(REPO)}")
     args = parser.parse_args(argv)

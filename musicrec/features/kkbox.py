@@ -6,26 +6,27 @@ The output layout is docs/DATA_CONTRACT.md (KKBOX section). The pipeline is a ch
 DataFrame -> DataFrame transformation or a column function, pinned by tests/test_features_kkbox.py:
 
 1. read     ``read_kkbox_csv`` (declared schema, columns taken in the file's header order, ``_corrupt_record``,
-            ``_file``, ``_mid``), ``with_raw_record``, the ``*_checks`` lists -> ``with_reject_reason``;
+            ``_file``, ``_mid``), the ``*_checks`` lists -> ``with_reject_reason``, ``with_raw_record``;
             ``with_duplicate_reason`` for the keyed side tables; ``partition_offsets`` + ``with_row_id`` give a
             consecutive 0-based row number in file order; ``with_line_number`` for rejected/.
-2. side     ``with_song_lists`` (``split_names`` on the separators the data uses), ``with_isrc_fields``,
-            ``with_member_features`` (age from ``bd``, membership days, registration year).
+2. side     ``with_isrc_fields``, ``with_member_features`` (age from ``bd``, membership days, registration year).
 3. split    ``with_split``: train.csv rows before ``valid_cut`` -> train, the rest -> valid; test.csv -> test.
-4. entities ``train_counts_by`` (one row per song / user / source context of the events, with its train-part plays),
-            ``join_song_info`` (songs.csv + song_extra_info.csv), ``with_artist_counts``, ``join_member_info``.
+4. entities ``plays_by_split`` (one row per song / user / source context of the events, with its events per split),
+            ``join_song_info`` (songs.csv + song_extra_info.csv), ``with_song_lists`` (``split_names`` on the
+            separators the data uses), ``with_artist_counts``, ``join_member_info``, ``with_numeric_features``.
 5. vocab    ``build_weighted_vocabs`` (every vocabulary of an entity table in one aggregation, counts weighted by
-            train-part plays = the number of train events with the token), ``write_vocabs``; ``with_indices``
-            indexes all columns of an entity table in one lookup, ``with_context_indices`` the source columns.
-6. events   ``join_features`` (events x indexed user and song tables, both broadcast: the events are never shuffled
-            for a join), ``with_numeric_features``, ``summarize_splits`` (train mean/std, unknown song / member
-            counts, one pass), ``with_standardized``, ``select_output_columns``.
-7. write    ``write_splits`` (all three splits in one pass); rejected rows, stats report and manifest through the
-            shared helpers in ``musicrec.features.common``, inside one ``AtomicOutput`` (OUT is replaced only when
-            all of it worked).
+            train-part plays = the number of train events with the token), ``write_vocabs``.
+6. numeric  ``moment_sums`` + ``standardization_stats`` (train-part, event-weighted, exact sums),
+            ``with_standardized``; ``split_summary`` (unknown songs / members per split); ``with_indices`` indexes
+            every column of an entity table in one lookup.
+7. write    ``join_features`` (events x indexed user and song tables, both broadcast), ``with_context_indices``,
+            ``select_output_columns``, ``write_splits`` (all three splits in one pass, no shuffle); rejected rows,
+            stats report and manifest through the shared helpers in ``musicrec.features.common``, inside one
+            ``AtomicOutput`` (OUT is replaced only when all of it worked).
 
-Working per entity is what keeps the job fast: the 10M events are read once, cached narrow (ids and source
-strings) and only aggregated or streamed through broadcast joins; songs, users and vocabularies are small.
+Working per entity is what keeps the job fast: the 10M events are parsed once, cached narrow (ids and source
+strings), aggregated three times and streamed once through broadcast joins into the output; they are never
+shuffled. Everything else (vocabularies, statistics, indices) happens on the song and user tables.
 
 Every raw row is accounted for: for train.csv, train + valid + rejected = input rows, checked before anything is
 published (``check_row_accounting``) and recorded in the manifest (``row_accounting``) and in stats.json.
