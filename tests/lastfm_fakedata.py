@@ -61,5 +61,10 @@ def write_lastfm_dataset(folder: Path, *, users: int = 12, seed: int = 7, with_t
                 continue  # some songs have no tags
             for tag in rng.sample(tag_names, rng.randrange(1, 8)):
                 tag_lines.append(f"{track_mbid}\t{tag}\t{rng.randrange(0, 101)}")
+        bad_tag_lines = []
+        if bad_lines:
+            tag_lines.insert(3, f"{tracks[0][0]}\trock\tlots")  # count is not an integer
+            bad_tag_lines = [4]
         (folder / LASTFM_TAGS_FILE).write_text("\n".join(tag_lines) + "\n", encoding="utf-8")
-    return {"lines": len(lines), "bad_lines": bad, "tracks": [t[0] for t in tracks]}
+    return {"lines": len(lines), "bad_lines": bad, "bad_tag_lines": bad_tag_lines if with_tags else [],
+            "tracks": [t[0] for t in tracks]}

@@ -103,6 +103,9 @@ def test_outputs_manifest_and_contract(first_run, lastfm_input):
     assert rejected[0]["reason"].startswith("unparseable timestamp") and rejected[0]["raw"].startswith("user_000001\tnot-a-time")
     assert rejected[1]["reason"].startswith("wrong number of fields") and rejected[0]["file"] == LASTFM_PLAYS_FILE
     assert counts["rejected"] == 2
+    rejected_tags = tables[f"rejected/{LASTFM_TAGS_FILE}"]
+    assert [(r["line"], r["reason"]) for r in rejected_tags] == [(4, "count is not an integer")]
+    assert counts["rejected_tags"] == 1
 
     # plays: every kept user has >= 6 sessions, positions are 0..n-1 in time order, session ids unique per user
     sessions_of: dict[str, set] = {}

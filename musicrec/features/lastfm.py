@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession, Window, WindowSpec
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from musicrec.columns import (
@@ -84,6 +84,11 @@ STAGE_LEVELS = [
     ("parsed", LEVEL_PARSED), ("tracked", LEVEL_TRACKED), ("in_window", LEVEL_IN_WINDOW),
     ("deduplicated", LEVEL_DEDUPED), ("plays", LEVEL_KEPT),
 ]
+
+
+def step(spark: SparkSession, name: str) -> None:
+    """Label the Spark jobs that follow (UI, event log: "lastfm: <name>"), for profiling per step."""
+    spark.sparkContext.setJobDescription(f"lastfm: {name}")
 
 
 def log(message: str) -> None:
@@ -580,8 +585,8 @@ def _write_rejects(spark: SparkSession, bad_df: DataFrame, n_bad: int, n_lines: 
     More than ``max_fraction`` of ``n_lines`` rejected means the file is not in the expected format: InputError
     naming the file, the first bad line and its reason (nothing is written then).
     """
-    if n_bad == 0:
-        return write_rejected(bad_df, label, "raw", None, out)
+    if n_bad == 0:  # an empty table with the schema; limit(0) is planned without reading the input
+        return write_rejected(bad_df.limit(0), label, "raw", None, out)
     bad_df = with_line_numbers(bad_df, spark, path)
     if n_bad > max_fraction * max(n_lines, 1):
         first_bad = bad_df.orderBy("line").select("line", "reason", "raw").first()
@@ -661,12 +666,14 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
 
     with AtomicOutput(output_dir) as out:
         # --- time window: fixed bounds, or months from the first/last play (costs one extra scan) ---------------
+        step(spark, "window bounds")
         start, end = window_bounds(cfg["window"], None, None)
         if cfg["window"]["first_months"] or cfg["window"]["last_months"]:
             first_ts, last_ts = _first_last_eligible(spark, plays_path, cfg, start, end)
             start, end = window_bounds(cfg["window"], first_ts, last_ts)
 
         # --- 1.-3. read, clean, dedup, sessionize: one scan of the text, one shuffle, one sorted window pass ------
+        step(spark, "read+sessionize")
         flagged_df = (
             read_text_lines(spark, plays_path)
             .transform(with_parsed_plays)
@@ -700,15 +707,18 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         log(f"read {lines:,} lines: {counts['rejected']:,} rejected, {counts['untracked']:,} untracked, "
             f"{counts['duplicates']:,} duplicates, {counts['plays']:,} plays in {counts['sessions']:,} sessions "
             f"({time.time() - started:.1f}s)")
+        step(spark, "rejected")
         _write_rejects(spark, flagged_df.where(F.col(LEVEL) == LEVEL_REJECTED), counts["rejected"], lines,
                        max_rejected, plays_path, plays_name, out)
 
+        step(spark, "plays")
         kept_df = flagged_df.where(F.col(LEVEL) == LEVEL_KEPT)
         plays_df = kept_df.transform(with_session_id, user_ranks(kept_df.select(USER))).select(*PLAYS_COLUMNS)
         plays_df.write.mode("overwrite").parquet(out.path("plays"))
         log(f"wrote plays ({time.time() - started:.1f}s)")
 
         # --- stats of the nested stages parsed > tracked > in window > deduplicated > plays ---------------------
+        step(spark, "stats")
         stats_columns = RAW_COLUMNS if cfg["stats"]["column_stats"] else [USER]
         stage_stats = column_stats_by_level(
             flagged_df.where(F.col(LEVEL) >= LEVEL_PARSED), LEVEL, [level for _, level in STAGE_LEVELS], stats_columns,
@@ -720,38 +730,44 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         log(f"stats ({time.time() - started:.1f}s)")
 
         # --- 4. tags ----------------------------------------------------------------------------------------------
+        step(spark, "tags")
         plays_files_df = spark.read.parquet(out.path("plays"))  # columnar re-read: only the needed columns
         if tags_path is not None:
             tag_lines_df = read_text_lines(spark, tags_path).transform(
                 with_parsed_tags, tags_header, lowercase=cfg["tags"]["lowercase"]
             )
-            tag_counts = tag_lines_df.agg(
-                F.count(F.lit(1)).alias("lines"), F.count_if(F.col("reason").isNotNull()).alias("bad")
-            ).first()
-            counts["rejected_tags"] = _write_rejects(
-                spark, tag_lines_df.where(F.col("reason").isNotNull()), tag_counts["bad"], tag_counts["lines"],
-                max_rejected, tags_path, tags_name, out,
+            # Lines and rejects are counted while the song tags are computed (one scan of the file, not two).
+            tag_observation = Observation("tags")
+            observed_df = tag_lines_df.observe(
+                tag_observation, F.count(F.lit(1)).alias("lines"), F.count_if(F.col("reason").isNotNull()).alias("bad")
             )
             play_tracks_df = plays_files_df.select(F.col(TRACK_ID).alias("traid")).where(F.col("traid").isNotNull())
             song_tags_df = (
-                tag_lines_df.where(F.col("reason").isNull())
+                observed_df.where(F.col("reason").isNull())
                 .select(*TAGS_COLUMNS)
                 # broadcast the distinct played tracks (about a million ids at full size) instead of shuffling tags
                 .join(F.broadcast(play_tracks_df.distinct()), on="traid", how="left_semi")
                 .transform(with_top_tags, top_k, min_weight=int(cfg["tags"]["min_tag_weight"]))
             )
         else:
-            counts["rejected_tags"] = 0
             song_tags_df = spark.createDataFrame([], f"{TRACK_ID} string, {TAGS} array<string>")
         # Cached: small (one row per tagged song) and used by the tag policy, the tag vocabulary and the lookup.
         song_tags_df = song_tags_df.persist(StorageLevel.MEMORY_AND_DISK)
         counts["songs_with_tags"] = song_tags_df.count()
+        if tags_path is not None:
+            tag_counts = tag_observation.get
+            counts["rejected_tags"] = _write_rejects(
+                spark, tag_lines_df.where(F.col("reason").isNotNull()), tag_counts["bad"], tag_counts["lines"],
+                max_rejected, tags_path, tags_name, out,
+            )
+        else:
+            counts["rejected_tags"] = 0
         drop_untagged = bool(cfg["tags"]["drop_untagged"]) and tags_path is not None
         seq_plays_files_df = plays_files_df.transform(apply_tag_policy, song_tags_df, drop_untagged=drop_untagged)
-        counts["untagged_plays_dropped"] = counts["plays"] - seq_plays_files_df.count() if drop_untagged else 0
         log(f"tags: {counts['songs_with_tags']:,} songs with tags ({time.time() - started:.1f}s)")
 
         # --- 5. vocabularies --------------------------------------------------------------------------------------
+        step(spark, "vocabularies")
         vocab_cfg = cfg["vocab"]
         vocabs = {
             "user": build_vocab(seq_plays_files_df, USER, min_count=vocab_cfg["user_min_count"]),
@@ -764,9 +780,16 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
             write_vocab(vocab_df, name, out)
             vocabs[name] = spark.read.parquet(out.path(f"vocab/{name}"))  # small: reuse the written table
             vocab_sizes[name] = parquet_rows(out.path(f"vocab/{name}")) + 2
+        if not drop_untagged:
+            counts["untagged_plays_dropped"] = 0
+        elif vocab_cfg["user_min_count"] == 1:  # every user is in the vocabulary: its counts add up to the plays
+            counts["untagged_plays_dropped"] = counts["plays"] - vocabs["user"].agg(F.sum("count")).first()[0]
+        else:
+            counts["untagged_plays_dropped"] = counts["plays"] - seq_plays_files_df.count()
         log(f"vocabularies {vocab_sizes} ({time.time() - started:.1f}s)")
 
         # --- 6. sequences and splits ------------------------------------------------------------------------------
+        step(spark, "song_tags")
         song_lookup_df = build_song_lookup(vocabs["song"], song_tags_df, vocabs["tag"], top_k)
         song_lookup_df.select(SONG_IDX, TAGS).repartition(1).sortWithinPartitions(SONG_IDX).write.mode(
             "overwrite"
@@ -774,6 +797,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         song_lookup_df = spark.read.parquet(out.path("song_tags")).join(
             vocabs["song"].select(F.col("token").alias(TRACK_ID), F.col("index").alias(SONG_IDX)), on=SONG_IDX
         )
+        step(spark, "sessions")
         # From the cached, user-partitioned plays (not the Parquet copy): grouping by session needs no shuffle.
         seq_plays_df = plays_df.transform(apply_tag_policy, song_tags_df, drop_untagged=drop_untagged)
         sessions_df = build_sessions(
@@ -795,6 +819,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         log(f"sessions {split_counts} ({time.time() - started:.1f}s)")
 
         # --- 7. report and manifest -------------------------------------------------------------------------------
+        step(spark, "report")
         sessions_rows, sessions_stats = column_stats(split_df, [SESSION_ID, USER_IDX, START_TS, LENGTH, SPLIT])
         report.add_stage_stats("sessions", sessions_rows, sessions_stats)
         counts.update(
@@ -830,6 +855,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
                 "tables": {"plays": "plays", "song_tags": "song_tags", "vocab": "vocab", "rejected": "rejected"},
             },
         )
+    spark.sparkContext.setJobDescription(None)
     log(f"done in {time.time() - started:.1f}s -> {output_dir}")
     return {"output": str(output_dir), "row_counts": manifest["row_counts"], "vocab_sizes": vocab_sizes,
             "counts": counts, "seconds": round(time.time() - started, 1)}
