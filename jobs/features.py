@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         from musicrec.features.kkbox import run_job
 
     started = time.time()
-    print(f"[features] {args.dataset}: resolved config:\n{json.dumps(config, indent=2, sort_keys=True)}", flush=True)
+    print(f"[features] {args.dataset}: resolved config:\n{json.dumps(config, indent=2, sort_keys=True, default=str)}", flush=True)
     spark = get_spark(f"musicrec-features-{args.dataset}", master=args.master)
     try:
         summary = run_job(spark, args.input, args.output, config)
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         spark.stop()
     print(f"[features] {args.dataset}: done in {time.time() - started:.1f}s -> {args.output}", flush=True)
-    print(json.dumps(summary, indent=2, sort_keys=True), flush=True)
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str), flush=True)
     return 0
 
 

@@ -336,3 +336,26 @@ def test_split_by_time_every_test_session_starts_after_every_train_session(spark
     )
     # None case: no sessions at all
     assert L.split_cutoffs(sessions_df.limit(0), 0.1, 0.1) == (None, None)
+
+
+@pytest.mark.spark
+def test_first_last_eligible_for_month_windows(spark, tmp_path):
+    """window.first_months / last_months are counted from the first / last eligible play (untracked ones and
+    rejected lines do not count)."""
+    path = tmp_path / "plays.tsv"
+    path.write_text(
+        "u1\t2008-01-31T10:00:00Z\ta\tA\t\tuntracked, earlier\n"
+        "u1\t2008-02-01T00:00:00Z\ta\tA\tt1\tfirst tracked\n"
+        "u1\tnot a time\ta\tA\tt1\trejected\n"
+        "u2\t2008-05-20T12:00:00Z\ta\tA\tt2\tlast tracked\n"
+        "u2\t2008-06-01T00:00:00Z\ta\tA\t\tuntracked, later\n",
+        encoding="utf-8",
+    )
+    cfg = L.resolve_config({"window": {"first_months": 1}})
+    first, last = L._first_last_eligible(spark, path, cfg, None, None)
+    assert (first, last) == (dt.datetime(2008, 2, 1), dt.datetime(2008, 5, 20, 12))
+    assert L.window_bounds(cfg["window"], first, last) == (None, dt.datetime(2008, 3, 1))
+    keep_all = L.resolve_config({"clean": {"drop_untracked": False}, "window": {"last_months": 1}})
+    first, last = L._first_last_eligible(spark, path, keep_all, None, None)
+    assert (first, last) == (dt.datetime(2008, 1, 31, 10), dt.datetime(2008, 6, 1))
+    assert L.window_bounds(keep_all["window"], first, last) == (dt.datetime(2008, 5, 1), None)

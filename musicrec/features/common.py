@@ -507,7 +507,7 @@ class AtomicOutput:
         try:
             if self.manifest is not None:
                 (self.staging / MANIFEST_NAME).write_text(
-                    json.dumps(self.manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+                    json.dumps(self.manifest, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
                 )
             moved_old = False
             if self.final.exists():

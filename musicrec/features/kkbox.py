@@ -1168,7 +1168,7 @@ def _run(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig, out: Ato
                      "max_freq": max(split_targets.values(), default=0)},
         })
     event_counts = {f"{split}_{key}": value for split, entry in per_split.items() for key, value in entry.items()
-                    if key.endswith("_events") and not key.startswith("max_")}
+                    if (key == "events" or key.endswith("_events")) and not key.startswith("max_")}
     stats.add_counts(
         **{f"{file_name}:{key}": value for file_name, entry in accounting.items() for key, value in entry.items()},
         **event_counts,
