@@ -12,8 +12,9 @@
    driver JVM, Python workers) with psutil and keeps the peak, and the CPU seconds each run used.
 3. Checks that both find the same number of sessions (before and after the 6-sessions-per-user filter) and the same
    number of deduplicated plays, and prints (``--record``: appends to benchmarks/RESULTS_lastfm.md) both times,
-   their ratio, the peaks, the Spark job's own step timings and the load average before and after (the machine is
-   shared, so figures are noisy: CPU seconds are the steadier number).
+   their ratio, the peaks, the Spark job's own step timings, a per-step profile from Spark's event log (task CPU,
+   JVM GC, shuffle, spill), machine-wide CPU (others' share, iowait) and disk bytes, and the load average before and
+   after (the machine is shared, so figures are noisy: CPU seconds are the steadier number).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import psutil
@@ -69,8 +72,24 @@ class TreeSampler(threading.Thread):
         return sum(self._cpu.values())
 
 
+def system_cpu() -> dict[str, float]:
+    """Machine-wide CPU seconds so far (all cores): busy (user, nice, system, irq, softirq, steal), iowait, idle."""
+    t = psutil.cpu_times()
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
+    return {"busy": busy, "iowait": getattr(t, "iowait", 0.0), "idle": t.idle}
+
+
+def disk_io() -> tuple[int, int]:
+    """Machine-wide bytes read and written so far (all disks)."""
+    io = psutil.disk_io_counters()
+    return (io.read_bytes, io.write_bytes) if io else (0, 0)
+
+
 def run_measured(command: list[str], *, env: dict | None = None, log_path: Path | None = None) -> dict:
-    """Run ``command``; return wall seconds, peak tree RSS, CPU seconds, exit code and stdout."""
+    """Run ``command``; return wall seconds, peak tree RSS, CPU seconds, exit code and stdout, and the machine-wide
+    CPU (busy / iowait / idle seconds, all cores) and disk bytes over the same interval, so that what the run got
+    of the 2 cores, and what other users took, can be judged."""
+    cpu_before, io_before = system_cpu(), disk_io()
     started = time.time()
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = TreeSampler(proc.pid)
@@ -79,10 +98,47 @@ def run_measured(command: list[str], *, env: dict | None = None, log_path: Path 
     wall = time.time() - started
     sampler.done.set()
     sampler.join()
+    cpu_after, io_after = system_cpu(), disk_io()
     if log_path:
         log_path.write_text(output)
     return {"seconds": wall, "peak_rss": sampler.peak_rss, "cpu_seconds": sampler.cpu_seconds,
-            "returncode": proc.returncode, "output": output}
+            "returncode": proc.returncode, "output": output,
+            "system": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
+            "disk_read": io_after[0] - io_before[0], "disk_written": io_after[1] - io_before[1]}
+
+
+def event_log_profile(log_dir: Path) -> dict[str, dict[str, float]]:
+    """Per Spark job description ("lastfm: <step>"): stages, tasks, summed task run / CPU / JVM GC time (s),
+    shuffle write and spill (MiB), from the (uncompressed) event log in ``log_dir``."""
+    files = sorted(p for p in log_dir.rglob("*") if p.is_file() and not p.name.startswith("appstatus"))
+    stage_desc: dict[int, str] = {}
+    profile: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for path in files:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                event = json.loads(line)
+                kind = event.get("Event")
+                if kind == "SparkListenerJobStart":
+                    desc = (event.get("Properties") or {}).get("spark.job.description") or "(no step)"
+                    for stage_id in event.get("Stage IDs", []):
+                        stage_desc[stage_id] = desc
+                elif kind == "SparkListenerStageCompleted":
+                    info = event["Stage Info"]
+                    if info.get("Completion Time") and info.get("Submission Time"):
+                        entry = profile[stage_desc.get(info["Stage ID"], "(no step)")]
+                        entry["stages"] += 1
+                        entry["stage_wall_s"] += (info["Completion Time"] - info["Submission Time"]) / 1000
+                elif kind == "SparkListenerTaskEnd":
+                    metrics = event.get("Task Metrics") or {}
+                    entry = profile[stage_desc.get(event["Stage ID"], "(no step)")]
+                    entry["tasks"] += 1
+                    entry["task_run_s"] += metrics.get("Executor Run Time", 0) / 1000
+                    entry["task_cpu_s"] += metrics.get("Executor CPU Time", 0) / 1e9
+                    entry["gc_s"] += metrics.get("JVM GC Time", 0) / 1000
+                    entry["shuffle_write_mb"] += (metrics.get("Shuffle Write Metrics") or {}).get(
+                        "Shuffle Bytes Written", 0) / 2**20
+                    entry["spill_mb"] += metrics.get("Disk Bytes Spilled", 0) / 2**20
+    return {desc: dict(entry) for desc, entry in profile.items()}
 
 
 def ensure_data(data_dir: Path, scale: float, seed: int) -> Path:
@@ -121,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
 
-    spark_cmd = [str(REPO / "spark-submit.sh"), "--master", args.master, "--conf", "spark.ui.showConsoleProgress=false"]
+    # The event log gives the per-step profile (task CPU, GC, shuffle, spill); uncompressed so it is read as is.
+    event_dir = Path(tempfile.mkdtemp(prefix="bench-lastfm-events-"))
+    spark_cmd = [str(REPO / "spark-submit.sh"), "--master", args.master, "--conf", "spark.ui.showConsoleProgress=false",
+                 "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir=file://{event_dir}",
+                 "--conf", "spark.eventLog.compress=false", "--conf", "spark.eventLog.rolling.enabled=false"]
     for item in args.spark_conf:
         spark_cmd += ["--conf", item]
     spark_cmd += ["jobs/features.py", "lastfm", "--input", str(data), "--output", str(args.out / "spark")]
@@ -143,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     duck_summary = json.loads(duck["output"].strip().splitlines()[-1])
     load_after = os.getloadavg()
+    profile = event_log_profile(event_dir)
 
     counts = summary["counts"]
     checks = {
@@ -156,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         f"## {time.strftime('%Y-%m-%d %H:%M')} scale {args.scale:g} (seed {args.seed}), {args.master}",
         "",
         f"Machine: {os.cpu_count()} cores, {gib(psutil.virtual_memory().total)} RAM, {platform.platform()}; "
-        f"load average before {load_before[0]:.1f} / after {load_after[0]:.1f} (shared machine: figures are noisy).",
+        f"load average (1/5/15 min) before {' / '.join(f'{x:.2f}' for x in load_before)}, after "
+        f"{' / '.join(f'{x:.2f}' for x in load_after)} (shared machine: figures are noisy).",
         f"Input: {counts['lines']:,} lines ({gib((data / PLAYS_FILE).stat().st_size)}).",
         "",
         "| run | wall | CPU seconds | peak RSS (process tree) |",
@@ -174,9 +236,41 @@ def main(argv: list[str] | None = None) -> int:
         f"Same counts: **{'yes' if same else 'NO'}**. Target (whole job <= 180 s and <= 3x DuckDB): "
         f"{'met' if spark['seconds'] <= 180 and ratio <= 3 else 'not met'}.",
         "",
-        "Spark job steps (cumulative seconds, from the job's log):",
+        "Machine-wide CPU and disk while each run ran (all cores; `others` = busy CPU seconds not used by the run's "
+        "own process tree, i.e. other users):",
+        "",
+        "| run | wall | core-seconds available | run's CPU s | others' CPU s | iowait s | idle s | disk read | disk written |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {name} | {r['seconds']:.1f} s | {r['seconds'] * (os.cpu_count() or 1):.0f} | {r['cpu_seconds']:.0f} | "
+          f"{max(r['system']['busy'] - r['cpu_seconds'], 0):.0f} | {r['system']['iowait']:.0f} | "
+          f"{r['system']['idle']:.0f} | {gib(r['disk_read'])} | {gib(r['disk_written'])} |"
+          for name, r in (("Spark", spark), ("DuckDB", duck))],
+        "",
+        "Spark job steps (cumulative seconds, from the job's log; the last line is features.py's total, which also "
+        "counts the SparkSession start):",
         "",
         *[f"- {step}" for step in steps],
+        "",
+        "Spark per-step profile (event log, summed over tasks; 2 task slots, so task run s / 2 ~ wall s when both "
+        "slots are busy):",
+        "",
+        "| step | stages | tasks | stage wall s | task run s | task CPU s | JVM GC s | shuffle write MiB | spill MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {desc} | {p.get('stages', 0):.0f} | {p.get('tasks', 0):.0f} | {p.get('stage_wall_s', 0):.1f} | "
+          f"{p.get('task_run_s', 0):.1f} | {p.get('task_cpu_s', 0):.1f} | {p.get('gc_s', 0):.1f} | "
+          f"{p.get('shuffle_write_mb', 0):.0f} | {p.get('spill_mb', 0):.0f} |" for desc, p in profile.items()],
+        f"| **total** | {sum(p.get('stages', 0) for p in profile.values()):.0f} | "
+        f"{sum(p.get('tasks', 0) for p in profile.values()):.0f} | "
+        f"{sum(p.get('stage_wall_s', 0) for p in profile.values()):.1f} | "
+        f"{sum(p.get('task_run_s', 0) for p in profile.values()):.1f} | "
+        f"{sum(p.get('task_cpu_s', 0) for p in profile.values()):.1f} | "
+        f"{sum(p.get('gc_s', 0) for p in profile.values()):.1f} | "
+        f"{sum(p.get('shuffle_write_mb', 0) for p in profile.values()):.0f} | "
+        f"{sum(p.get('spill_mb', 0) for p in profile.values()):.0f} |",
+        "",
+        f"DuckDB: sessionize {duck_summary.get('seconds_sessionize', 0):.1f} s, write "
+        f"{duck_summary.get('seconds_write', 0):.1f} s (in-process; the wall above also counts Python start and the "
+        f"count queries).",
         "",
         "Commands:",
         "",
