@@ -111,10 +111,24 @@ def event_log_profile(log_dir: Path) -> dict[str, dict[str, float]]:
                 entry["tasks"] += 1
                 entry["task_run_s"] += metrics.get("Executor Run Time", 0) / 1000
                 entry["task_cpu_s"] += metrics.get("Executor CPU Time", 0) / 1e9
+                entry["gc_s"] += metrics.get("JVM GC Time", 0) / 1000
                 entry["shuffle_write_mb"] += (metrics.get("Shuffle Write Metrics") or {}).get(
                     "Shuffle Bytes Written", 0) / 2**20
                 entry["spill_mb"] += metrics.get("Disk Bytes Spilled", 0) / 2**20
     return {desc: {k: round(v, 1) for k, v in entry.items()} for desc, entry in profile.items()}
+
+
+def system_cpu() -> dict[str, float]:
+    """Machine-wide CPU seconds so far (all cores): busy (user, nice, system, irq, softirq, steal), iowait, idle."""
+    t = psutil.cpu_times()
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
+    return {"busy": busy, "iowait": getattr(t, "iowait", 0.0), "idle": t.idle}
+
+
+def disk_io() -> tuple[int, int]:
+    """Machine-wide bytes read and written so far (all disks)."""
+    io = psutil.disk_io_counters()
+    return (io.read_bytes, io.write_bytes) if io else (0, 0)
 
 
 def generate(data: Path, scale: float, seed: int) -> None:
@@ -138,6 +152,7 @@ def run(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()
     print(f"[bench] load average before: {load_before}", flush=True)
     print("[bench] running:", f"MUSICREC_DRIVER_MEMORY={args.driver_memory}", shlex.join(command), flush=True)
+    cpu_before, io_before = system_cpu(), disk_io()
     started = time.time()
     with open(args.log, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -147,12 +162,14 @@ def run(args: argparse.Namespace) -> dict:
         sampler.stop.set()
         sampler.join()
     wall = time.time() - started
+    cpu_after, io_after = system_cpu(), disk_io()
     load_after = os.getloadavg()
     Path(args.log).with_suffix(".stdout").write_text(stdout, encoding="utf-8")
     if proc.returncode != 0:
         raise SystemExit(f"[bench] the job failed with exit status {proc.returncode}; see {args.log}")
     summary = json.loads(stdout[stdout.rindex("\n{") + 1:]) if "\n{" in stdout else {}  # the last JSON block
     return {
+        "bench_command": shlex.join([".venv/bin/python", "benchmarks/bench_kkbox.py", *args.argv]),
         "command": f"MUSICREC_DRIVER_MEMORY={args.driver_memory} {shlex.join(command)}",
         "wall_s": round(wall, 1),
         "peak_rss_gib": round(sampler.peak_rss / 2**30, 2),
@@ -160,6 +177,9 @@ def run(args: argparse.Namespace) -> dict:
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in load_after],
         "cpus": os.cpu_count(),
+        "system_cpu_s": {k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_before},
+        "disk_read_gib": round((io_after[0] - io_before[0]) / 2**30, 2),
+        "disk_written_gib": round((io_after[1] - io_before[1]) / 2**30, 2),
         "processes": sorted(sampler.processes),
         "steps_s": summary.get("seconds", {}),
         "row_counts": summary.get("row_counts", {}),
@@ -173,22 +193,34 @@ def markdown(result: dict, note: str) -> str:
     lines = [
         f"### Run of {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC",
         "",
+        f"- reproduce: `{result['bench_command']}` (from the repository root)",
         f"- command: `{result['command']}`",
         f"- wall time: **{result['wall_s']:.1f} s** (target 180 s); peak RSS of the spark-submit process tree: "
         f"**{result['peak_rss_gib']:.2f} GiB**; CPU time of the tree: {result['cpu_s']:.0f} s "
         f"on {result['cpus']} cores",
         f"- load average (1/5/15 min) before: {result['load_before']}, after: {result['load_after']}",
+        f"- machine-wide CPU during the run ({result['wall_s'] * result['cpus']:.0f} core-seconds available): "
+        f"the job's tree {result['cpu_s']:.0f} s, other processes "
+        f"{max(result['system_cpu_s']['busy'] - result['cpu_s'], 0):.0f} s, iowait "
+        f"{result['system_cpu_s']['iowait']:.0f} s, idle {result['system_cpu_s']['idle']:.0f} s; disk read "
+        f"{result['disk_read_gib']:.2f} GiB, written {result['disk_written_gib']:.2f} GiB",
         f"- rows: {result['row_counts']}",
         f"- input: {', '.join(f'{k} {v / 2**20:,.0f} MiB' for k, v in result['input_bytes'].items())}",
     ]
     if note:
         lines.append(f"- note: {note}")
-    lines += ["", "| step | wall s | stages | tasks | task run s | task CPU s | shuffle write MiB | spill MiB |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["", "| step | wall s | stages | tasks | task run s | task CPU s | JVM GC s | shuffle write MiB | spill MiB |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for step, seconds in result["steps_s"].items():
         prof = result["profile"].get(f"kkbox: {step}", {})
         lines.append(f"| {step} | {seconds:.1f} | {prof.get('stages', 0):.0f} | {prof.get('tasks', 0):.0f} | "
-                     f"{prof.get('task_run_s', 0):.1f} | {prof.get('task_cpu_s', 0):.1f} | "
+                     f"{prof.get('task_run_s', 0):.1f} | {prof.get('task_cpu_s', 0):.1f} | {prof.get('gc_s', 0):.1f} | "
+                     f"{prof.get('shuffle_write_mb', 0):.0f} | {prof.get('spill_mb', 0):.0f} |")
+    other = {desc: prof for desc, prof in result["profile"].items()
+             if desc.removeprefix("kkbox: ") not in result["steps_s"]}
+    for desc, prof in other.items():  # Spark jobs outside the timed steps (e.g. no description)
+        lines.append(f"| {desc} (not a timed step) | | {prof.get('stages', 0):.0f} | {prof.get('tasks', 0):.0f} | "
+                     f"{prof.get('task_run_s', 0):.1f} | {prof.get('task_cpu_s', 0):.1f} | {prof.get('gc_s', 0):.1f} | "
                      f"{prof.get('shuffle_write_mb', 0):.0f} | {prof.get('spill_mb', 0):.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -210,13 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="free text for the results entry")
     parser.add_argument("--record", action="store_true", help=f"append the results to {RESULTS.relative_to(REPO)}")
     args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     result = run(args)
     print(json.dumps(result, indent=2))
     text = markdown(result, args.note)
     print(text)
     if args.record:
+        header = "" if RESULTS.exists() else "# KKBOX feature job at full size (benchmarks/bench_kkbox.py)\n"
         with open(RESULTS, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text)
+            handle.write(header + "\n" + text)
     return 0
 
 
