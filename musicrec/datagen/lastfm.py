@@ -19,9 +19,15 @@ user; the catalogue scales linearly (at least 3,000 tracks).
 Planted structure (what a sequence model can learn and a popularity baseline cannot):
 
 * 24 themes (genres) with Zipf-like weights; each user listens to a mixture of 1-4 themes.
-* Each theme's tracks lie on a ring made of album blocks (same artist); inside a session the next track is the
-  next one on the ring with probability 0.5, a near neighbour (+-1..6) with 0.2, a Zipf-popular track of the session
-  theme with 0.25 and a track of another theme with 0.05.
+* Each user has a rotation of favourites per theme: ``ROTATION`` tracks of the theme drawn by a flatter popularity
+  (tastes differ), in a fixed order, like a personal playlist of loved tracks.
+* Each theme's tracks lie on a ring made of album blocks (same artist). A session starts at a random favourite of
+  its theme; then the next track is the next one on the ring with probability 0.45, a near neighbour (+-1..6) with
+  0.15, the user's NEXT favourite in the rotation (after the last favourite played in this session) with 0.35, and
+  a popular track of another theme with 0.05.
+  So the next song depends on the last one (a first-order co-occurrence model catches the ring) AND on the session
+  so far: which favourite comes next follows from the favourites played earlier in the session, several songs back,
+  which only a model of the whole session (the Bi-GRU with attention) can use.
 * Sessions: plays 2-6 minutes apart (the track's duration; 6% skips of 10-60 s), sessions at least 21 minutes
   apart, at user-specific preferred hours of the day; most users have hundreds of sessions, ~3% have 1-5.
 
@@ -65,7 +71,9 @@ END_TS = int(np.datetime64("2009-05-05T00:00:00", "s").astype(np.int64))  # excl
 DAY_S = 86_400
 
 # Session and transition parameters (see the module docstring).
-P_NEXT, P_NEAR, P_POP = 0.50, 0.20, 0.25  # remaining 0.05: a track of another theme
+P_NEXT, P_NEAR, P_FAV = 0.45, 0.15, 0.35  # remaining 0.05: a popular track of another theme
+ROTATION = 8  # favourites per user and theme slot
+ROTATION_EXPONENT = 0.5  # favourites are drawn by a flatter popularity than plays: tastes differ between users
 NEAR_MAX = 6
 ZIPF_EXPONENT = 0.95
 MAX_SESSION_LEN = 200
@@ -371,6 +379,7 @@ class Users:
     mean_session: np.ndarray  # (U,) float
     themes: np.ndarray  # (U, 4) int theme ids
     theme_p: np.ndarray  # (U, 4) float, rows sum to 1 (0 for unused slots)
+    rotation: np.ndarray  # (U, 4, ROTATION) int tracks: the user's favourites of each theme slot, most loved first
     peak_hour: np.ndarray  # (U, 2) float hours of day
     peak2_p: np.ndarray  # (U,) weight of the second peak
     hour_sd: np.ndarray  # (U,) hours
@@ -419,6 +428,7 @@ def build_users(sizes: LastfmSizes, catalog: Catalog, seed: int) -> Users:
         mean_session=np.clip(rng.lognormal(np.log(11.0), 0.35, size=n), 4, 30),
         themes=themes,
         theme_p=theme_p,
+        rotation=build_rotations(catalog, themes, make_rng(seed, "lastfm/rotation")),
         peak_hour=peak_hour,
         peak2_p=rng.uniform(0, 0.45, size=n),
         hour_sd=rng.uniform(1.2, 3.0, size=n),
@@ -426,6 +436,21 @@ def build_users(sizes: LastfmSizes, catalog: Catalog, seed: int) -> Users:
         last_day=last_day,
         profile=profile,
     )
+
+
+def build_rotations(catalog: Catalog, themes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(U, 4, ROTATION) favourites: distinct popularity-drawn tracks of each theme slot, in order of first draw
+    (a theme with fewer tracks repeats some)."""
+    users, slots = themes.shape
+    draws = 6 * ROTATION
+    ranks = zipf_ranks(rng.random((users, slots, draws)), catalog.theme_size[themes][..., None], ROTATION_EXPONENT)
+    rotation = np.empty((users, slots, ROTATION), dtype=np.int64)
+    for u in range(users):
+        for k in range(slots):
+            _, first = np.unique(ranks[u, k], return_index=True)
+            distinct = ranks[u, k][np.sort(first)]
+            rotation[u, k] = np.resize(distinct, ROTATION)  # np.resize repeats when there are fewer
+    return catalog.pop_order[catalog.theme_start[themes][..., None] + rotation]
 
 
 def _profiles(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
@@ -501,9 +526,9 @@ def draw_popular(catalog: Catalog, theme: np.ndarray, rng: np.random.Generator) 
 
 
 def walk_sessions(
-    catalog: Catalog, sess_theme: np.ndarray, sess_len: np.ndarray, rng: np.random.Generator
+    catalog: Catalog, sess_rotation: np.ndarray, sess_len: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
-    """Tracks of all sessions (flat, session after session), by the theme-ring Markov chain of the module docstring.
+    """Tracks of all sessions (flat, session after session), by the ring walk with favourites of the module docstring.
 
     Vectorized over sessions: step t updates every session longer than t (sessions sorted by length, so those are
     a prefix).
@@ -511,19 +536,24 @@ def walk_sessions(
     offsets = np.cumsum(sess_len) - sess_len
     order = np.argsort(-sess_len, kind="stable")
     neg_len = -sess_len[order]
-    base, theme = offsets[order], sess_theme[order]
+    base, rotation = offsets[order], sess_rotation[order]  # (S,), (S, ROTATION)
     tracks = np.empty(int(sess_len.sum()), dtype=np.int64)
-    cur = draw_popular(catalog, theme, rng)
+
+    # each session starts at a random favourite and goes through the rotation in order, one favourite per jump
+    fav = rng.integers(0, ROTATION, size=len(order))  # (S,) position in the rotation
+    cur = rotation[np.arange(len(order)), fav]
     tracks[base] = cur
     for t in range(1, int(sess_len.max(initial=0))):
         n = int(np.searchsorted(neg_len, -t, side="left"))  # sessions with length > t
-        c, th = cur[:n], theme[:n]
+        c = cur[:n]
         r = rng.random(n)
         ct = catalog.track_theme[c]
         step = np.where(r < P_NEXT, 1, rng.integers(1, NEAR_MAX + 1, size=n) * rng.choice([-1, 1], size=n))
         ring = catalog.theme_start[ct] + (c - catalog.theme_start[ct] + step) % catalog.theme_size[ct]
         elsewhere = rng.choice(len(THEMES), size=n, p=catalog.theme_weight)
-        jump = draw_popular(catalog, np.where(r < P_NEXT + P_NEAR + P_POP, th, elsewhere), rng)
+        to_fav = (r >= P_NEXT + P_NEAR) & (r < P_NEXT + P_NEAR + P_FAV)
+        fav[:n] = np.where(to_fav, (fav[:n] + 1) % ROTATION, fav[:n])
+        jump = np.where(to_fav, rotation[np.arange(n), fav[:n]], draw_popular(catalog, elsewhere, rng))
         cur = np.where(r < P_NEXT + P_NEAR, ring, jump)
         tracks[base[:n] + t] = cur
     return tracks
@@ -561,8 +591,7 @@ def plays_chunk(catalog: Catalog, users: Users, lo: int, hi: int, seed: int, chu
     sess_len = np.concatenate(lengths)
     sess_user = np.repeat(np.arange(lo, hi), n_sess)
     slot = (rng.random(len(sess_len))[:, None] > np.cumsum(users.theme_p[sess_user], axis=1)).sum(axis=1)
-    sess_theme = users.themes[sess_user, np.minimum(slot, 3)]
-    tracks = walk_sessions(catalog, sess_theme, sess_len, rng)
+    tracks = walk_sessions(catalog, users.rotation[sess_user, np.minimum(slot, 3)], sess_len, rng)
 
     gap = catalog.duration[tracks] + rng.integers(1, 25, size=len(tracks))
     skip = rng.random(len(tracks)) < P_SKIP

@@ -2,7 +2,8 @@
 
 Per step t: x_t = concat(song embedding (song_dim), masked mean of the song's tag embeddings (tag_dim)).
 A bidirectional GRU runs over the valid prefix only, attention pooling takes a masked softmax over the steps of
-``v . tanh(W o_t + b)``, then dropout and one dense layer over the full song vocabulary.
+``v . tanh(W o_t + b)``; the pooled vector, followed by the output at the last step (``last_step``, NARM's global +
+local encoders), goes through dropout and one dense layer over the full song vocabulary.
 
 How the GRU skips the padding (``bigru``): on CUDA, ``self.gru`` on a ``PackedSequence`` (cuDNN). On CPU, PyTorch's
 packed GRU slices the packed input once per time step in autograd, and each slice's gradient is a zero-filled copy
@@ -57,6 +58,7 @@ class GRUConfig:
     sampled_softmax: int = 0  # negatives per batch for the training loss; 0 = full softmax
     sampler: str = "uniform"  # "uniform" or "popularity" (needs set_sampling_counts)
     clip_grad_norm: float = 5.0  # stored for the training loop, which applies it; 0 = no clipping
+    last_step: bool = True  # also feed the last step's GRU output to the output layer (NARM's local encoder)
 
     def __post_init__(self):
         assert self.song_dim >= 1 and self.hidden >= 1 and self.attention_dim >= 1 and self.num_layers >= 1
@@ -92,7 +94,7 @@ class SessionGRU(nn.Module):
         self.att_proj = nn.Linear(2 * config.hidden, config.attention_dim)
         self.att_score = nn.Linear(config.attention_dim, 1, bias=False)
         self.drop = nn.Dropout(config.dropout)
-        self.out = nn.Linear(2 * config.hidden, n_songs)
+        self.out = nn.Linear((4 if config.last_step else 2) * config.hidden, n_songs)
         # popularity sampler distribution over songs, set by set_sampling_counts; not part of the state_dict
         self.register_buffer("sampling_probs", torch.empty(0), persistent=False)
 
@@ -104,7 +106,9 @@ class SessionGRU(nn.Module):
 
     # --- encoder ---------------------------------------------------------------------------------------------
     def encode(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The pooled session vector after dropout (B, 2H): the input of the output layer."""
+        """The session vector after dropout, the input of the output layer: the attention-pooled GRU outputs (B, 2H),
+        with ``last_step`` followed by the output at the last valid step (B, 4H), as in NARM (Li et al. 2017): the
+        pooled part says what the session is about, the last step where it is now."""
         songs = batch[SONGS]  # (B, T)
         lengths = batch[LENGTHS]  # (B,)
         B, T = songs.shape
@@ -122,7 +126,10 @@ class SessionGRU(nn.Module):
         scores = scores.masked_fill(~valid, float("-inf"))
         weights = torch.softmax(scores, dim=1)  # (B, T), zero past the length
         pooled = torch.bmm(weights.unsqueeze(1), out).squeeze(1)  # (B, 2H)
-        return self.drop(pooled)  # (B, 2H)
+        if self.config.last_step:
+            last = out[torch.arange(B, device=out.device), lengths.to(out.device) - 1]  # (B, 2H)
+            pooled = torch.cat([pooled, last], dim=1)  # (B, 4H)
+        return self.drop(pooled)  # (B, 2H) or (B, 4H)
 
     def bigru(self, x: torch.Tensor, lengths_cpu: torch.Tensor, own_bptt: bool | None = None) -> torch.Tensor:
         """The bidirectional GRU over the first ``lengths`` steps of each row: x (B, T, D) -> (B, T, 2H), zeros past
