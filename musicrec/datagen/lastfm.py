@@ -22,8 +22,8 @@ Planted structure (what a sequence model can learn and a popularity baseline can
 * Each user has a rotation of favourites per theme: ``ROTATION`` tracks of the theme drawn by a flatter popularity
   (tastes differ), in a fixed order, like a personal playlist of loved tracks.
 * Each theme's tracks lie on a ring made of album blocks (same artist). A session starts at a random favourite of
-  its theme; then the next track is the next one on the ring with probability 0.45, a near neighbour (+-1..6) with
-  0.15, the user's NEXT favourite in the rotation (after the last favourite played in this session) with 0.35, and
+  its theme; then the next track is the next one on the ring with probability 0.40, a near neighbour (+-1..6) with
+  0.15, the user's NEXT favourite in the rotation (after the last favourite played in this session) with 0.40, and
   a popular track of another theme with 0.05.
   So the next song depends on the last one (a first-order co-occurrence model catches the ring) AND on the session
   so far: which favourite comes next follows from the favourites played earlier in the session, several songs back,
@@ -71,7 +71,7 @@ END_TS = int(np.datetime64("2009-05-05T00:00:00", "s").astype(np.int64))  # excl
 DAY_S = 86_400
 
 # Session and transition parameters (see the module docstring).
-P_NEXT, P_NEAR, P_FAV = 0.45, 0.15, 0.35  # remaining 0.05: a popular track of another theme
+P_NEXT, P_NEAR, P_FAV = 0.40, 0.15, 0.40  # remaining 0.05: a popular track of another theme
 ROTATION = 8  # favourites per user and theme slot
 ROTATION_EXPONENT = 0.5  # favourites are drawn by a flatter popularity than plays: tastes differ between users
 NEAR_MAX = 6
