@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_training.py [--work DIR] [--lastfm OUT] [--kkbox OUT] [--cases gru,ncf,...]
                                                   [--epochs 2] [--repeats 3] [--max-steps N] [--threads N]
+                                                  [--record] [--note TEXT]
 
 Data: the feature jobs' output for the default-scale generated data. Without ``--lastfm``/``--kkbox`` the script
 makes it under ``--work`` (default ``/tmp/musicrec-bench``), reusing what is already there:
@@ -23,11 +24,17 @@ What it measures, per case and repeat, in this one process (so the two sides see
 Throughput is ``fit``'s own ``samples_per_s`` (training examples / seconds of the training loop of an epoch, i.e.
 without the per-epoch validation, which here is only the first ``--eval-batches`` validation batches). In-memory: the
 mean over a run's epochs. Loader: epoch 1 (a fresh ``Data`` per run: Petastorm reads and decodes everything) and the
-mean of epochs 2+ (the split replayed from the in-memory cache when it fits ``data.cache_mb``). Each figure is the
-median over ``--repeats`` runs, alternated loader / memory. ``loader cost`` = 1 - loader / in-memory: the share of
-throughput the loader takes (goal: at most 20%). The same ratio is also given per CPU second of the process
-(examples / ``time.process_time()`` over the whole ``fit`` call, all epochs, all threads): less sensitive to other
-processes' load, and it counts the loader's background threads in full.
+mean of epochs 2+ (the split replayed from the in-memory cache when it fits ``data.cache_mb``). Throughputs are the
+median over ``--repeats`` loader / memory run pairs, run back to back in the order loader, memory, memory, loader,
+... (so a steady drift of the machine's load cancels). ``loader cost`` = 1 - loader / in-memory: the share of
+throughput the loader takes (goal: at most 20%), computed per pair and reported as the median of the pairs (the two
+runs of a pair see about the same load; medians taken separately of each side would not). The same ratio is also
+given per CPU second of the process (examples / ``time.process_time()`` over the whole ``fit`` call, all epochs, all
+threads): less sensitive to other processes' load, and it counts the loader's background threads in full.
+
+``loader alone``: the same ``train_loader`` epochs iterated without training (a fresh ``Data``: epoch 1 reads and
+decodes, epoch 2 replays the cache), examples per second of wall and of process CPU: what the loader would cost if
+nothing overlapped it. ``--record`` appends the tables, the command and the load to benchmarks/RESULTS_training.md.
 
 ``--threads`` overrides ``train.num_threads`` (0 = PyTorch's default). Prints a markdown table on stdout; progress on
 stderr. Results and the machine's load: benchmarks/RESULTS_training.md.
@@ -42,6 +49,7 @@ import dataclasses
 import itertools
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -49,6 +57,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "RESULTS_training.md"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -71,12 +80,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cases", default="gru,ncf,ncf-lastfm,dnn,logreg", help=f"comma list of {sorted(CASES)}")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run")
     parser.add_argument("--repeats", type=int, default=3, help="loader/memory run pairs per case; medians are reported")
-    parser.add_argument("--max-steps", type=int, default=0, help="cap on the training steps of an epoch (0 = all)")
+    parser.add_argument("--max-steps", type=int, default=0,
+                        help="cap on the training steps of an epoch (0 = all); the loader side then looks slower than "
+                             "it is: it still reads the whole split first, and a cut epoch is never cached")
     parser.add_argument("--eval-batches", type=int, default=2, help="validation batches evaluated after each epoch")
     parser.add_argument("--threads", type=int, default=None, help="override train.num_threads (0 = PyTorch's default)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a conf/<model>.yaml value for every case, e.g. --set data.prefetch=0")
+    parser.add_argument("--record", action="store_true", help=f"append the results to {RESULTS.relative_to(REPO)}")
+    parser.add_argument("--note", default="", help="free text for the recorded entry")
     return parser.parse_args(argv)
 
 
@@ -167,12 +180,24 @@ def run_case(case: str, data_dir: Path, args: argparse.Namespace) -> dict:
         examples = sum(sum(len(next(iter(b.values()))) for b in epoch) for epoch in preloaded)
         return [r["samples_per_s"] for r in result.history], examples / cpu, model.state_dict()
 
+    def loader_alone() -> list[tuple[float, float]]:
+        """(examples per wall second, per CPU second) of a fresh Data's epochs 1 and 2, iterated without training."""
+        fresh = Data(data_dir, data.view, data.config, seed=args.seed, manifest=manifest)
+        rates = []
+        for epoch in range(2):
+            wall, cpu, n = time.perf_counter(), time.process_time(), 0
+            for batch in _limit(fresh.train_loader(epoch), args.max_steps):
+                n += len(next(iter(batch.values())))
+            rates.append((n / (time.perf_counter() - wall), n / max(time.process_time() - cpu, 1e-9)))
+        return rates
+
     runs: dict[str, list[list[float]]] = {"loader": [], "memory": []}
     cpu_rates: dict[str, list[float]] = {"loader": [], "memory": []}
     states = {}
     load_before = load()
+    alone = [loader_alone() for _ in range(args.repeats)]
     for rep in range(args.repeats):
-        for side in ("loader", "memory"):
+        for side in (("loader", "memory") if rep % 2 == 0 else ("memory", "loader")):
             epochs, cpu_rate, states[side] = one_run(side)
             runs[side].append(epochs)
             cpu_rates[side].append(cpu_rate)
@@ -180,21 +205,61 @@ def run_case(case: str, data_dir: Path, args: argparse.Namespace) -> dict:
                 f"{cpu_rate:,.0f} per CPU second (load {load()})")
     same = all(torch.equal(states["loader"][k], states["memory"][k]) for k in states["loader"])
     median = statistics.median
-    memory = median(statistics.mean(r) for r in runs["memory"])
-    first = median(r[0] for r in runs["loader"])
-    later = median(statistics.mean(r[1:]) for r in runs["loader"]) if args.epochs > 1 else float("nan")
-    cpu_loader, cpu_memory = median(cpu_rates["loader"]), median(cpu_rates["memory"])
+    nan = float("nan")
+    mem = [statistics.mean(r) for r in runs["memory"]]
+    firsts = [r[0] for r in runs["loader"]]
+    laters = [statistics.mean(r[1:]) if args.epochs > 1 else nan for r in runs["loader"]]
+    pairs = range(args.repeats)
     return {
         "case": case, "model": model_name, "data": manifest["dataset"], "examples": n_examples,
-        "batch": data.config.batch_size, "threads": torch.get_num_threads(), "memory": memory, "first": first,
-        "later": later, "cost_first": 1.0 - first / memory, "cost_later": 1.0 - later / memory,
-        "cpu_loader": cpu_loader, "cpu_memory": cpu_memory, "cpu_cost": 1.0 - cpu_loader / cpu_memory,
-        "runs": runs, "same_weights": same, "load": f"{load_before} -> {load()}",
+        "batch": data.config.batch_size, "threads": torch.get_num_threads(), "memory": median(mem),
+        "first": median(firsts), "later": median(laters),
+        # costs per loader / memory pair (same load), then the median over the pairs
+        "cost_first": median(1.0 - firsts[i] / mem[i] for i in pairs),
+        "cost_later": median(1.0 - laters[i] / mem[i] for i in pairs),
+        "cpu_loader": median(cpu_rates["loader"]), "cpu_memory": median(cpu_rates["memory"]),
+        "cpu_cost": median(1.0 - cpu_rates["loader"][i] / cpu_rates["memory"][i] for i in pairs),
+        "alone": [tuple(median(a[e][k] for a in alone) for k in range(2)) for e in range(2)],
+        "runs": runs, "cpu_rates": cpu_rates, "same_weights": same, "load": f"{load_before} -> {load()}",
     }
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> str:
+    """The markdown tables of a run."""
+    overrides = f"; overrides {' '.join(args.overrides)}" if args.overrides else ""
+    lines = [f"machine: {machine()}; epochs {args.epochs}, repeats {args.repeats}, "
+             f"max steps {args.max_steps or 'all'}{overrides}",
+             "",
+             "| case | data | examples/epoch | batch | threads | in-memory samples/s | loader samples/s: epoch 1 / "
+             "epochs 2+ | loader cost: epoch 1 / epochs 2+ | per CPU s: loader / in-memory (cost) | same weights | "
+             "load (1/5/15 min) |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['data']} | {r['examples']:,} | {r['batch']} | {r['threads']} | {r['memory']:,.0f} | "
+            f"{r['first']:,.0f} / {r['later']:,.0f} | {100 * r['cost_first']:.1f}% / {100 * r['cost_later']:.1f}% | "
+            f"{r['cpu_loader']:,.0f} / {r['cpu_memory']:,.0f} ({100 * r['cpu_cost']:.1f}%) | "
+            f"{'yes' if r['same_weights'] else 'NO'} | {r['load']} |")
+    lines += ["", "Loader alone (no training; median of the repeats), examples/s:", "",
+              "| case | epoch 1 (read + decode): wall / CPU | epoch 2 (cache replay): wall / CPU |",
+              "|---|---:|---:|"]
+    for r in rows:
+        (w1, c1), (w2, c2) = r["alone"]
+        lines.append(f"| {r['case']} | {w1:,.0f} / {c1:,.0f} | {w2:,.0f} / {c2:,.0f} |")
+    lines += ["", "Runs (samples/s per epoch; loader | in-memory; per CPU s in brackets), in run order of the pairs:"]
+    fmt = lambda runs: "; ".join(", ".join(f"{x:,.0f}" for x in run) for run in runs)  # noqa: E731
+    for r in rows:
+        cpu = lambda side: ", ".join(f"{x:,.0f}" for x in r["cpu_rates"][side])  # noqa: E731
+        lines.append(f"- {r['case']}: {fmt(r['runs']['loader'])} [{cpu('loader')}] | "
+                     f"{fmt(r['runs']['memory'])} [{cpu('memory')}]")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    argv_used = list(argv if argv is not None else sys.argv[1:])
+    load_start, started_at = load(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    wall_start = time.perf_counter()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
@@ -206,24 +271,29 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         rows.append(run_case(case, dirs[CASES[case][1]], args))
         log(f"{case}: done in {time.perf_counter() - started:.0f} s")
-    print(f"machine: {machine()}; epochs {args.epochs}, repeats {args.repeats}, max steps {args.max_steps or 'all'}"
-          + (f"; overrides {' '.join(args.overrides)}" if args.overrides else ""))
-    print()
-    print("| case | data | examples/epoch | batch | threads | in-memory samples/s | loader samples/s: epoch 1 / "
-          "epochs 2+ | loader cost: epoch 1 / epochs 2+ | per CPU s: loader / in-memory (cost) | same weights | "
-          "load (1/5/15 min) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['case']} | {r['data']} | {r['examples']:,} | {r['batch']} | {r['threads']} | {r['memory']:,.0f} | "
-              f"{r['first']:,.0f} / {r['later']:,.0f} | {100 * r['cost_first']:.1f}% / {100 * r['cost_later']:.1f}% | "
-              f"{r['cpu_loader']:,.0f} / {r['cpu_memory']:,.0f} ({100 * r['cpu_cost']:.1f}%) | "
-              f"{'yes' if r['same_weights'] else 'NO'} | {r['load']} |")
-    print()
-    print("Runs (samples/s per epoch; loader | in-memory):")
-    for r in rows:
-        fmt = lambda runs: "; ".join(", ".join(f"{x:,.0f}" for x in run) for run in runs)  # noqa: E731
-        print(f"- {r['case']}: {fmt(r['runs']['loader'])} | {fmt(r['runs']['memory'])}")
+    text = report(rows, args)
+    print(text, end="")
+    if args.record:
+        entry = [f"### Run of {started_at}", "",
+                 f"- command: `.venv/bin/python benchmarks/bench_training.py {shlex.join(argv_used)}` "
+                 "(from the repository root)",
+                 f"- machine: {machine()}, torch {_torch_version()}, device cpu",
+                 f"- load average (1/5/15 min) at the start: {load_start}, at the end: {load()}; "
+                 f"wall time {time.perf_counter() - wall_start:.0f} s"]
+        if args.note:
+            entry.append(f"- note: {args.note}")
+        header = "" if RESULTS.exists() else "# Training throughput: Petastorm loader vs in-memory tensors " \
+                                             "(benchmarks/bench_training.py)\n"
+        with open(RESULTS, "a", encoding="utf-8") as handle:
+            handle.write(header + "\n" + "\n".join(entry) + "\n\n" + text)
+        log(f"recorded in {RESULTS}")
     return 0
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 if __name__ == "__main__":
