@@ -66,7 +66,7 @@ class TrainConfig:
     loo_k: int = 10
     global_batch: bool = True  # distributed: data.batch_size is the global batch, split over the workers
     lr_scaling: str = "auto"  # distributed: lr x f(workers); see LR_SCALINGS and ``scaled_lr``
-    num_threads: int = 1  # CPU: torch intra-op threads per worker; 0 = PyTorch's default (benchmarks/RESULTS_training.md)
+    num_threads: int = 1  # CPU: torch intra-op threads per worker; 0 = PyTorch's default (benchmarks/RESULTS_distributed.md, table 2)
 
     @classmethod
     def from_dict(cls, section: Mapping[str, Any] | None) -> "TrainConfig":
