@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from musicrec.models import MODEL_CONFIGS, build_model, make_config, model_from_config
+from musicrec.models.dnn import masked_mean_embedding
 from musicrec.models.gru import mask_special
 from musicrec.models.ncf import NeuMF
 
@@ -190,6 +191,22 @@ def test_gru_padding_and_junk_past_length_do_not_change_output():
         base = model(batch)
         torch.testing.assert_close(model(more), base)
         torch.testing.assert_close(model(junk), base)
+
+
+def test_gru_last_step_is_the_output_at_each_rows_last_valid_step():
+    torch.manual_seed(0)
+    model = build_model("gru", LASTFM_MANIFEST, {**SMALL["gru"], "dropout": 0.0}).eval()
+    H = model.config.hidden
+    batch = session_batch(5, 6, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        encoded = model.encode(batch)  # (B, 4H): attention pool, then the last step
+        x = torch.cat([model.song_emb(batch["songs"]), masked_mean_embedding(model.tag_emb, batch["song_tags"])], -1)
+        out = model.bigru(x, batch["lengths"])  # (B, T, 2H)
+    assert encoded.shape == (5, 4 * H)
+    for b, length in enumerate(batch["lengths"].tolist()):
+        torch.testing.assert_close(encoded[b, 2 * H:], out[b, length - 1])
+    plain = build_model("gru", LASTFM_MANIFEST, {**SMALL["gru"], "last_step": False})
+    assert plain.out.in_features == 2 * H and plain(batch).shape == model(batch).shape
 
 
 def test_gru_without_tags():
