@@ -29,10 +29,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import psutil
+
+from sparkprofile import disk_io, event_log_profile, system_cpu  # noqa: E402 (a sibling of this script)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS_kkbox.md"
@@ -81,54 +82,6 @@ class Sampler(threading.Thread):
             except psutil.NoSuchProcess:
                 return
             self.stop.wait(self.interval)
-
-
-def event_log_profile(log_dir: Path) -> dict[str, dict[str, float]]:
-    """Per job description ("kkbox: <step>"): number of stages and tasks, summed task run time and CPU time (s)."""
-    files = sorted(p for p in log_dir.rglob("*") if p.is_file() and not p.name.startswith("appstatus"))
-    if not files:
-        return {}
-    stage_desc: dict[int, str] = {}
-    profile: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    lines = (line for path in files for line in open(path, encoding="utf-8"))  # uncompressed (see the command)
-    if True:
-        for line in lines:
-            event = json.loads(line)
-            kind = event.get("Event")
-            if kind == "SparkListenerJobStart":
-                desc = (event.get("Properties") or {}).get("spark.job.description") or "(no step)"
-                for stage_id in event.get("Stage IDs", []):
-                    stage_desc[stage_id] = desc
-            elif kind == "SparkListenerStageCompleted":
-                info = event["Stage Info"]
-                if info.get("Completion Time") and info.get("Submission Time"):
-                    entry = profile[stage_desc.get(info["Stage ID"], "(no step)")]
-                    entry["stages"] += 1
-                    entry["stage_wall_s"] += (info["Completion Time"] - info["Submission Time"]) / 1000
-            elif kind == "SparkListenerTaskEnd":
-                metrics = event.get("Task Metrics") or {}
-                entry = profile[stage_desc.get(event["Stage ID"], "(no step)")]
-                entry["tasks"] += 1
-                entry["task_run_s"] += metrics.get("Executor Run Time", 0) / 1000
-                entry["task_cpu_s"] += metrics.get("Executor CPU Time", 0) / 1e9
-                entry["gc_s"] += metrics.get("JVM GC Time", 0) / 1000
-                entry["shuffle_write_mb"] += (metrics.get("Shuffle Write Metrics") or {}).get(
-                    "Shuffle Bytes Written", 0) / 2**20
-                entry["spill_mb"] += metrics.get("Disk Bytes Spilled", 0) / 2**20
-    return {desc: {k: round(v, 1) for k, v in entry.items()} for desc, entry in profile.items()}
-
-
-def system_cpu() -> dict[str, float]:
-    """Machine-wide CPU seconds so far (all cores): busy (user, nice, system, irq, softirq, steal), iowait, idle."""
-    t = psutil.cpu_times()
-    busy = t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
-    return {"busy": busy, "iowait": getattr(t, "iowait", 0.0), "idle": t.idle}
-
-
-def disk_io() -> tuple[int, int]:
-    """Machine-wide bytes read and written so far (all disks)."""
-    io = psutil.disk_io_counters()
-    return (io.read_bytes, io.write_bytes) if io else (0, 0)
 
 
 def generate(data: Path, scale: float, seed: int) -> None:
@@ -184,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
         "steps_s": summary.get("seconds", {}),
         "row_counts": summary.get("row_counts", {}),
         "vocab_sizes": summary.get("vocab_sizes", {}),
-        "profile": event_log_profile(event_dir),
+        "profile": {step: {k: round(v, 1) for k, v in entry.items()} for step, entry in event_log_profile(event_dir).items()},
         "input_bytes": {p.name: p.stat().st_size for p in sorted(data.glob("*.csv"))},
     }
 

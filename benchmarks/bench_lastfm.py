@@ -29,10 +29,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import psutil
+
+from sparkprofile import disk_io, event_log_profile, system_cpu  # noqa: E402 (a sibling of this script)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS_lastfm.md"
@@ -72,19 +73,6 @@ class TreeSampler(threading.Thread):
         return sum(self._cpu.values())
 
 
-def system_cpu() -> dict[str, float]:
-    """Machine-wide CPU seconds so far (all cores): busy (user, nice, system, irq, softirq, steal), iowait, idle."""
-    t = psutil.cpu_times()
-    busy = t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
-    return {"busy": busy, "iowait": getattr(t, "iowait", 0.0), "idle": t.idle}
-
-
-def disk_io() -> tuple[int, int]:
-    """Machine-wide bytes read and written so far (all disks)."""
-    io = psutil.disk_io_counters()
-    return (io.read_bytes, io.write_bytes) if io else (0, 0)
-
-
 def run_measured(command: list[str], *, env: dict | None = None, log_path: Path | None = None) -> dict:
     """Run ``command``; return wall seconds, peak tree RSS, CPU seconds, exit code and stdout, and the machine-wide
     CPU (busy / iowait / idle seconds, all cores) and disk bytes over the same interval, so that what the run got
@@ -105,40 +93,6 @@ def run_measured(command: list[str], *, env: dict | None = None, log_path: Path 
             "returncode": proc.returncode, "output": output,
             "system": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
             "disk_read": io_after[0] - io_before[0], "disk_written": io_after[1] - io_before[1]}
-
-
-def event_log_profile(log_dir: Path) -> dict[str, dict[str, float]]:
-    """Per Spark job description ("lastfm: <step>"): stages, tasks, summed task run / CPU / JVM GC time (s),
-    shuffle write and spill (MiB), from the (uncompressed) event log in ``log_dir``."""
-    files = sorted(p for p in log_dir.rglob("*") if p.is_file() and not p.name.startswith("appstatus"))
-    stage_desc: dict[int, str] = {}
-    profile: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for path in files:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                event = json.loads(line)
-                kind = event.get("Event")
-                if kind == "SparkListenerJobStart":
-                    desc = (event.get("Properties") or {}).get("spark.job.description") or "(no step)"
-                    for stage_id in event.get("Stage IDs", []):
-                        stage_desc[stage_id] = desc
-                elif kind == "SparkListenerStageCompleted":
-                    info = event["Stage Info"]
-                    if info.get("Completion Time") and info.get("Submission Time"):
-                        entry = profile[stage_desc.get(info["Stage ID"], "(no step)")]
-                        entry["stages"] += 1
-                        entry["stage_wall_s"] += (info["Completion Time"] - info["Submission Time"]) / 1000
-                elif kind == "SparkListenerTaskEnd":
-                    metrics = event.get("Task Metrics") or {}
-                    entry = profile[stage_desc.get(event["Stage ID"], "(no step)")]
-                    entry["tasks"] += 1
-                    entry["task_run_s"] += metrics.get("Executor Run Time", 0) / 1000
-                    entry["task_cpu_s"] += metrics.get("Executor CPU Time", 0) / 1e9
-                    entry["gc_s"] += metrics.get("JVM GC Time", 0) / 1000
-                    entry["shuffle_write_mb"] += (metrics.get("Shuffle Write Metrics") or {}).get(
-                        "Shuffle Bytes Written", 0) / 2**20
-                    entry["spill_mb"] += metrics.get("Disk Bytes Spilled", 0) / 2**20
-    return {desc: dict(entry) for desc, entry in profile.items()}
 
 
 def ensure_data(data_dir: Path, scale: float, seed: int) -> Path:

@@ -379,7 +379,7 @@ class Users:
     mean_session: np.ndarray  # (U,) float
     themes: np.ndarray  # (U, 4) int theme ids
     theme_p: np.ndarray  # (U, 4) float, rows sum to 1 (0 for unused slots)
-    rotation: np.ndarray  # (U, 4, ROTATION) int tracks: the user's favourites of each theme slot, most loved first
+    rotation: np.ndarray  # (U, 4, ROTATION) int tracks: the user's favourites of each theme slot, in playing order
     peak_hour: np.ndarray  # (U, 2) float hours of day
     peak2_p: np.ndarray  # (U,) weight of the second peak
     hour_sd: np.ndarray  # (U,) hours
