@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -28,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from measure import cpu_model  # a sibling of this script
 
 REPO = Path(__file__).resolve().parent.parent
 MAIN_FILE = {"lastfm": "userid-timestamp-artid-artname-traid-traname.tsv", "kkbox": "train.csv"}
@@ -47,14 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def machine() -> str:
     """CPU model, core count and load average, in words."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return f"{os.cpu_count()} cores ({model}), load average {load}"
 

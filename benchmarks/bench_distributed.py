@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from measure import cpu_model  # a sibling of this script
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -107,14 +109,7 @@ def machine() -> dict:
     import horovod
     import torch
 
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model("?")
     return {"cpu": cpu, "cores": cores(), "python": platform.python_version(), "torch": torch.__version__,
             "horovod": horovod.__version__, "torch_default_threads": torch.get_num_threads(),
             "gpu": "none (no GPU lent to this task)"}

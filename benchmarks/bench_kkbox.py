@@ -33,7 +33,7 @@ from pathlib import Path
 
 import psutil
 
-from sparkprofile import disk_io, event_log_profile, system_cpu  # noqa: E402 (a sibling of this script)
+from measure import disk_io, event_log_profile, system_cpu  # a sibling of this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS_kkbox.md"

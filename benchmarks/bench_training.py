@@ -48,13 +48,14 @@ import copy
 import dataclasses
 import itertools
 import os
-import platform
 import shlex
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from measure import cpu_model  # a sibling of this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS_training.md"
@@ -95,14 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def machine() -> str:
     """CPU model, core count and load average, in words."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return f"{os.cpu_count()} cores ({model})"
 
 

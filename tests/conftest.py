@@ -38,6 +38,32 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory) -> str:
+    """A fresh MLflow tracking store (sqlite) per test module."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+# Small fake feature outputs (tests/fakedata.py) for the loader tests, one per test module; a module that needs
+# other sizes (test_training.py, test_tracking.py) defines its own fixture of the same name.
+@pytest.fixture(scope="module")
+def kkbox_dir(tmp_path_factory):
+    from tests import fakedata
+
+    out = tmp_path_factory.mktemp("kkbox")
+    fakedata.write_kkbox(out, n_train=300, n_test=40, row_group_size=30)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lastfm_dir(tmp_path_factory):
+    from tests import fakedata
+
+    out = tmp_path_factory.mktemp("lastfm")
+    fakedata.write_lastfm(out, n_songs=150, row_group_size=8)
+    return out
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

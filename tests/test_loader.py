@@ -12,23 +12,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from musicrec.loader import Data, DataConfig, DataError, ShuffleBuffer, read_manifest
-from tests import fakedata
 
 pytestmark = pytest.mark.unit
 
-
-@pytest.fixture(scope="module")
-def kkbox_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("kkbox")
-    fakedata.write_kkbox(out, n_train=300, n_test=40, row_group_size=30)
-    return out
-
-
-@pytest.fixture(scope="module")
-def lastfm_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lastfm")
-    fakedata.write_lastfm(out, n_songs=150, row_group_size=8)
-    return out
 
 
 def _table(path, columns):

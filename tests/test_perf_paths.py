@@ -26,7 +26,6 @@ from musicrec.loader import (
 from musicrec.models import build_model
 from musicrec.models.gru import GRUConfig, SessionGRU
 from musicrec.training import TrainConfig, fit
-from tests import fakedata
 
 pytestmark = pytest.mark.unit
 
@@ -144,20 +143,7 @@ def test_concat_pads_parts_of_different_widths_with_zeros():
 # ---------------------------------------------------------------------------------------------------------------
 # Loader: cached and prefetched epochs == plain epochs
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def kkbox_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("kkbox_perf")
-    fakedata.write_kkbox(out, n_train=300, n_test=40, row_group_size=30)
-    return out
-
-
-@pytest.fixture(scope="module")
-def lastfm_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lastfm_perf")
-    fakedata.write_lastfm(out, n_songs=150, row_group_size=8)
-    return out
-
-
+# (kkbox_dir, lastfm_dir: the small fake outputs of tests/conftest.py)
 def _epochs(data: Data, loaders):
     return [[{k: v.numpy().copy() for k, v in batch.items()} for batch in loader] for loader in loaders]
 

@@ -46,11 +46,6 @@ def datasets(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory):
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-
-
 def _args(model, data, run_dir, uri, epochs=2, extra=()):
     args = ["--model", model, "--data", str(data), "--epochs", str(epochs), "--run-dir", str(run_dir),
             "--tracking-uri", uri]

@@ -1,13 +1,25 @@
-"""Measuring helpers shared by the Spark benchmarks (bench_lastfm.py, bench_kkbox.py): machine-wide CPU and disk
-counters, and a per-step profile read from Spark's event log (steps = the jobs' ``spark.job.description``)."""
+"""Measuring helpers shared by the benchmark scripts: the CPU model, machine-wide CPU and disk counters, and a
+per-step profile read from Spark's event log (steps = the jobs' ``spark.job.description``)."""
 
 from __future__ import annotations
 
 import json
+import platform
 from collections import defaultdict
 from pathlib import Path
 
 import psutil
+
+
+def cpu_model(unknown: str = "unknown CPU") -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform.processor()`` says, else ``unknown``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or unknown
 
 
 def system_cpu() -> dict[str, float]:
