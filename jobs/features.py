@@ -16,11 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-# Allow `spark-submit jobs/features.py` from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from musicrec.config import ConfigError, apply_overrides, load_config  # noqa: E402
-from musicrec.features.common import InputError  # noqa: E402
+from musicrec.config import ConfigError, apply_overrides, load_config
+from musicrec.io import InputError
 
 DATASETS = ("lastfm", "kkbox")
 
@@ -66,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_job(spark, args.input, args.output, config)
     except InputError as exc:
         print(f"features.py: error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"features.py: error: config: {exc}", file=sys.stderr)
         return 2
     finally:
         spark.stop()

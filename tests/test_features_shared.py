@@ -1,0 +1,197 @@
+"""Tests of the stages both feature jobs share: rejected rows (features/rejects.py), vocabularies
+(features/vocab.py) and the stats report (features/stats.py), on tiny inline DataFrames."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from musicrec.features.rejects import REJECTED_SCHEMA, reject_reason, write_rejected
+from musicrec.features.stats import StatsReport, column_stats, column_stats_by_level
+from musicrec.features.vocab import (
+    VOCAB_SCHEMA, build_vocabs, named_vocab, vocab_of, with_index, with_indices, write_vocabs,
+)
+from musicrec.io import AtomicOutput, parquet_rows, write_manifest
+
+VOCABS_DDL = "vocab string, token string, index int, count long"
+
+
+def _write_manifest(out: AtomicOutput) -> dict:
+    return write_manifest(out, dataset="lastfm", config={}, inputs={}, row_counts={}, vocab_sizes={},
+                          features={"categorical": {}, "multi_valued": {}, "numeric": [], "target": None})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rejected rows
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.spark
+def test_reject_reason_is_the_first_failing_check_and_null_fails(spark):
+    df = spark.createDataFrame([(1, "a"), (-1, "b"), (-2, None), (None, "d"), (5, None)], "x int, s string")
+    checks = [(F.col("x") > 0, "x not positive"), (F.col("s").isNotNull(), "s missing")]
+    result = df.withColumn("reason", reject_reason(checks))
+    expected = spark.createDataFrame(
+        [(1, "a", None), (-1, "b", "x not positive"), (-2, None, "x not positive"), (None, "d", "x not positive"),
+         (5, None, "s missing")],
+        "x int, s string, reason string",
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+    assert df.withColumn("reason", reject_reason([])).where("reason is not null").count() == 0
+
+
+@pytest.mark.spark
+def test_write_rejected_layout_and_count(spark, tmp_path):
+    bad_df = spark.createDataFrame(
+        [("a\tb", 3, "wrong number of fields"), ("x", None, "unparseable timestamp")], "raw string, ln int, reason string"
+    )
+    with AtomicOutput(tmp_path / "out") as out:
+        assert write_rejected(bad_df, "plays.tsv", "raw", "ln", out) == 2
+        assert write_rejected(bad_df.limit(0), "empty.tsv", "raw", None, out) == 0
+        _write_manifest(out)
+    written_df = spark.read.parquet(str(tmp_path / "out" / "rejected" / "plays.tsv"))
+    assert written_df.schema == REJECTED_SCHEMA
+    expected = spark.createDataFrame(
+        [("plays.tsv", None, "unparseable timestamp", "x"), ("plays.tsv", 3, "wrong number of fields", "a\tb")],
+        REJECTED_SCHEMA,
+    )
+    assert_df_equality(written_df, expected, ignore_row_order=True, ignore_nullable=True)
+    empty_df = spark.read.parquet(str(tmp_path / "out" / "rejected" / "empty.tsv"))
+    assert empty_df.count() == 0 and empty_df.columns == ["file", "line", "reason", "raw"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Vocabularies
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.spark
+def test_build_vocabs_order_tie_break_min_count_null_and_arrays(spark):
+    df = spark.createDataFrame(
+        [("b", ["rock", "pop"]), ("a", ["pop", None]), ("c", None), ("b", []), ("a", ["rock"]), ("d", None),
+         (None, None), (None, ["pop"])],
+        "t string, tags array<string>",
+    )
+    vocabs_df = build_vocabs(df, {"t": F.array("t"), "tag": F.col("tags")}, min_counts={"t": 1, "tag": 1})
+    expected_t = spark.createDataFrame([("a", 2, 2), ("b", 3, 2), ("c", 4, 1), ("d", 5, 1)], VOCAB_SCHEMA)
+    expected_tag = spark.createDataFrame([("pop", 2, 3), ("rock", 3, 2)], VOCAB_SCHEMA)
+    assert_df_equality(vocab_of(vocabs_df, "t").orderBy("index"), expected_t, ignore_nullable=True)
+    assert_df_equality(vocab_of(vocabs_df, "tag").orderBy("index"), expected_tag, ignore_nullable=True)
+    cut_df = build_vocabs(df, {"t": F.array("t"), "tag": F.col("tags")}, min_counts={"t": 2, "tag": 3})
+    assert [tuple(r) for r in vocab_of(cut_df, "t").orderBy("index").collect()] == [("a", 2, 2), ("b", 3, 2)]
+    assert [tuple(r) for r in vocab_of(cut_df, "tag").collect()] == [("pop", 2, 3)]
+
+
+@pytest.mark.spark
+def test_weighted_vocabs_on_an_entity_table_equal_counts_on_the_events(spark):
+    # the events: one row per play; the song table: one row per song with its plays as the weight
+    songs = {"s1": ("3", ["A", "B"]), "s2": ("3", ["B"]), "s3": (None, None), "s4": ("52", ["C", "A"]),
+             "s5": ("17", ["D"])}
+    plays = {"s1": 3, "s2": 2, "s3": 4, "s4": 1, "s5": 1}
+    events_df = spark.createDataFrame(
+        [(s, songs[s][0], songs[s][1]) for s, n in plays.items() for _ in range(n)],
+        "song_id string, language string, artist_list array<string>",
+    )
+    song_df = spark.createDataFrame([(s, songs[s][0], songs[s][1], n) for s, n in plays.items()],
+                                    "song_id string, language string, artist_list array<string>, plays long")
+    tokens = {"song": F.array("song_id"), "language": F.array("language"), "artist": F.col("artist_list")}
+    for min_count in (1, 2):
+        min_counts = dict.fromkeys(tokens, min_count)
+        weighted_df = build_vocabs(song_df, tokens, min_counts=min_counts, weight=F.col("plays"))
+        per_event_df = build_vocabs(events_df, tokens, min_counts=min_counts)
+        assert_df_equality(weighted_df, per_event_df, ignore_nullable=True, ignore_row_order=True)
+    assert {r["token"]: (r["index"], r["count"]) for r in vocab_of(weighted_df, "artist").collect()} == \
+        {"B": (2, 5), "A": (3, 4)}
+
+
+@pytest.mark.spark
+def test_with_index_oov_null_and_rare(spark):
+    vocab_df = spark.createDataFrame([("a", 2, 5), ("b", 3, 4)], VOCAB_SCHEMA)
+    df = spark.createDataFrame([(1, "a"), (2, "b"), (3, "zzz"), (4, None)], "k int, t string")
+    expected = spark.createDataFrame([(1, "a", 2), (2, "b", 3), (3, "zzz", 1), (4, None, 1)], "k int, t string, t_idx int")
+    assert_df_equality(with_index(df, vocab_df, "t", "t_idx"), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.spark
+def test_with_indices_scalars_and_lists_in_one_lookup(spark):
+    vocabs_df = spark.createDataFrame(
+        [("song", "s1", 2, 5), ("song", "s2", 3, 4), ("artist", "A", 2, 9), ("artist", "B", 3, 1),
+         ("language", "3", 2, 7)],
+        VOCABS_DDL,
+    )
+    df = spark.createDataFrame(
+        [("s1", "3", ["B", "A", "Z", "A"]), ("s2", None, None), ("s9", "52", []), ("s3", "3", ["A", None])],
+        "song_id string, language string, artist_list array<string>",
+    )
+    result = df.transform(with_indices, vocabs_df, key_col="song_id",
+                          scalars={"song_idx": ("song", "song_id"), "language_idx": ("language", "language")},
+                          lists={"artist_idx": ("artist", "artist_list")})
+    expected = spark.createDataFrame(
+        [("s1", "3", ["B", "A", "Z", "A"], 2, 2, [3, 2, 1, 2]), ("s2", None, None, 3, 1, [1]),
+         ("s9", "52", [], 1, 1, [1]), ("s3", "3", ["A", None], 1, 2, [2, 1])],
+        "song_id string, language string, artist_list array<string>, song_idx int, language_idx int, "
+        "artist_idx array<int>",
+    )
+    assert_df_equality(result, expected, ignore_nullable=True, ignore_row_order=True)
+    # a single vocabulary read back from OUT/vocab/<name>/ serves as a vocabs table through named_vocab
+    tags_df = with_indices(df, named_vocab(vocab_of(vocabs_df, "artist"), "artist"), key_col="song_id", scalars={},
+                           lists={"artist_idx": ("artist", "artist_list")})
+    assert {r["song_id"]: r["artist_idx"] for r in tags_df.collect()}["s1"] == [3, 2, 1, 2]
+
+
+@pytest.mark.spark
+def test_write_vocabs_one_file_per_vocabulary_sorted_and_empty_ones(spark, tmp_path):
+    vocabs_df = spark.createDataFrame([("song", "s2", 3, 4), ("song", "s1", 2, 5), ("artist", "A", 2, 9)], VOCABS_DDL)
+    with AtomicOutput(tmp_path / "out") as out:
+        paths = write_vocabs(vocabs_df, ["song", "artist", "genre"], out)
+        _write_manifest(out)
+    assert set(paths) == {"song", "artist", "genre"}
+    song = pq.read_table(tmp_path / "out" / "vocab" / "song")
+    assert song.column_names == ["token", "index", "count"]
+    assert song.to_pylist() == [{"token": "s1", "index": 2, "count": 5}, {"token": "s2", "index": 3, "count": 4}]
+    assert len(list((tmp_path / "out" / "vocab" / "song").glob("*.parquet"))) == 1
+    assert parquet_rows(tmp_path / "out" / "vocab" / "genre") == 0
+    genre_df = spark.read.parquet(str(tmp_path / "out" / "vocab" / "genre"))
+    assert genre_df.schema.simpleString() == "struct<token:string,index:int,count:bigint>"
+    assert not (tmp_path / "out" / "_vocab").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Stats report
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.spark
+def test_stats_report_one_pass_and_markdown(spark, tmp_path):
+    df = spark.createDataFrame(
+        [("u1", "a", 1), ("u1", "a", 2), ("u2", None, 2), ("u3", "b", None)], "user string, song string, n int"
+    )
+    report = StatsReport("test")
+    entry = report.add_stage("raw", df)
+    assert entry["rows"] == 4
+    assert entry["columns"] == {
+        "user": {"count": 4, "unique": 3, "max_freq": 2},
+        "song": {"count": 3, "unique": 2, "max_freq": 2},
+        "n": {"count": 3, "unique": 2, "max_freq": 2},
+    }
+    empty = report.add_stage("empty", df.limit(0), columns=["user"])
+    assert empty == {"name": "empty", "rows": 0, "columns": {"user": {"count": 0, "unique": 0, "max_freq": 0}}}
+    report.add_counts(rejected=1, untracked=0)
+    report.write(tmp_path)
+    data = json.loads((tmp_path / "stats.json").read_text())
+    assert data["counts"] == {"rejected": 1, "untracked": 0} and data["stages"][0]["name"] == "raw"
+    markdown = (tmp_path / "stats.md").read_text()
+    assert "describe | user | song | n" in markdown
+    assert "unique | 3 | 2 | 2" in markdown and "maxfreq | 2 | 2 | 2" in markdown
+    assert "rejected | 1" in markdown
+
+
+@pytest.mark.spark
+def test_column_stats_by_level_nested_stages(spark):
+    df = spark.createDataFrame(
+        [("u1", "a", 1), ("u1", "a", 3), ("u2", None, 3), ("u3", "b", 2), (None, "b", 3)], "user string, song string, lv int"
+    )
+    result = column_stats_by_level(df, "lv", [1, 2, 3], ["user", "song"])
+    assert result[1] == (5, {"user": {"count": 4, "unique": 3, "max_freq": 2}, "song": {"count": 4, "unique": 2, "max_freq": 2}})
+    assert result[2] == (4, {"user": {"count": 3, "unique": 3, "max_freq": 1}, "song": {"count": 3, "unique": 2, "max_freq": 2}})
+    assert result[3] == (3, {"user": {"count": 2, "unique": 2, "max_freq": 1}, "song": {"count": 2, "unique": 2, "max_freq": 1}})
+    # the same numbers as column_stats on the materialized stage
+    assert column_stats(df.where("lv >= 2"), ["user", "song"]) == result[2]
