@@ -15,6 +15,8 @@ else
   SPARK_SUBMIT="$(command -v spark-submit || true)"
   [[ -n "$SPARK_SUBMIT" ]] || { echo "spark-submit.sh: no spark-submit found; run ./run.sh setup first" >&2; exit 2; }
 fi
+# the zip holds only the package: the jobs find the default conf/*.yaml through this variable (musicrec.config)
+export MUSICREC_CONF_DIR="${MUSICREC_CONF_DIR:-$ROOT/conf}"
 ZIP="$(mktemp -d)/musicrec.zip"
 trap 'rm -rf "$(dirname "$ZIP")"' EXIT
 (cd "$ROOT" && "${PYSPARK_PYTHON:-python3}" -c "

@@ -69,7 +69,7 @@ def conf_with_threads(model: str, threads: int, workdir: Path) -> Path:
 def run(model: str, data: Path, run_dir: Path, workers: int, epochs: int, threads: int, workdir: Path) -> dict:
     """One training run; returns its last epoch's record and the wall time of the whole command."""
     from musicrec.checkpoint import load
-    from musicrec.training import TrainConfig
+    from musicrec.train import TrainConfig
 
     python = sys.executable
     cmd = [python, "jobs/train.py", "--model", model, "--data", str(data), "--epochs", str(epochs),

@@ -15,7 +15,7 @@ section as is), ``--epochs`` epochs, early stopping off.
 
 What it measures, per case and repeat, in this one process (so the two sides see the same machine load):
 
-* ``loader``: ``musicrec.training.fit`` with ``Data.train_loader`` (Petastorm reading, prefix expansion, shuffle
+* ``loader``: ``musicrec.train.fit`` with ``Data.train_loader`` (Petastorm reading, prefix expansion, shuffle
   buffer, collation, tensors), i.e. the real training path;
 * ``memory``: the same ``fit`` from the same initial weights over the very same batches, read beforehand into a list
   of tensors (``--epochs`` epochs of them), so nothing but the loader differs. The final weights of the two runs are
@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
 import itertools
 import os
 import shlex
@@ -133,24 +132,20 @@ def _limit(batches, max_steps: int):
 def run_case(case: str, data_dir: Path, args: argparse.Namespace) -> dict:
     import torch
 
-    from musicrec.config import apply_overrides, load_config
-    from musicrec.loader import Data, DataConfig, read_manifest, view_for
+    from musicrec.config import apply_overrides, load_config, typed
+    from musicrec.data import Data, DataConfig, read_manifest, view_for
     from musicrec.models import build_model
-    from musicrec.training import TrainConfig, fit
+    from musicrec.train import TrainConfig, fit
 
     model_name, _dataset = CASES[case]
     config = apply_overrides(load_config(None, default_name=model_name), args.overrides)
     manifest = read_manifest(data_dir)
-    data = Data(data_dir, view_for(manifest["dataset"], model_name), DataConfig.from_dict(config.get("data")),
+    data = Data(data_dir, view_for(manifest["dataset"], model_name), typed(DataConfig, config.get("data"), "data"),
                 seed=args.seed, manifest=manifest)
     train = dict(config.get("train") or {}, epochs=args.epochs, patience=0, progress=False, seed=args.seed, device="cpu")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
     if args.threads is not None:
-        if "num_threads" in known:
-            train["num_threads"] = args.threads
-        elif args.threads:
-            torch.set_num_threads(args.threads)
-    train_config = TrainConfig.from_dict({k: v for k, v in train.items() if k in known})
+        train["num_threads"] = args.threads
+    train_config = typed(TrainConfig, train, "train")
     kind = {"rows": "binary", "next_song": "next_song", "ncf": "loo"}[data.view]
 
     torch.manual_seed(args.seed)

@@ -21,13 +21,10 @@ import argparse
 import csv
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 COLUMNS = {
     "kkbox": ["auc", "logloss"],

@@ -17,10 +17,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-# Allow `python jobs/fetch_tags.py` from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from musicrec.tagfetch import (  # noqa: E402
+from musicrec.tagfetch import (
     API_KEY_ENV,
     DEFAULT_API_ROOT,
     FetchAborted,

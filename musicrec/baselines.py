@@ -17,10 +17,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from musicrec.columns import FIRST_TOKEN_INDEX, PAD_INDEX
-
-SONGS = "songs"
-LENGTHS = "lengths"
+from musicrec.columns import FIRST_TOKEN_INDEX, LENGTHS, PAD_INDEX, SONGS
+from musicrec.config import require
+from musicrec.metrics import batch_rows, mask_special
 
 
 def _session_array(session: Sequence[int], vocab_size: int) -> np.ndarray:
@@ -30,18 +29,6 @@ def _session_array(session: Sequence[int], vocab_size: int) -> np.ndarray:
     if s.size and (s.min() < 0 or s.max() >= vocab_size):
         raise ValueError(f"song index out of range [0, {vocab_size}): min {s.min()}, max {s.max()}")
     return s
-
-
-def _special_masked(scores: np.ndarray) -> np.ndarray:
-    scores[..., :FIRST_TOKEN_INDEX] = -np.inf
-    return scores
-
-
-def _batch_size(batch: Mapping) -> int:
-    for key in (SONGS, "next_song", "user_idx"):
-        if key in batch:
-            return int(len(batch[key]))
-    raise ValueError("batch has none of 'songs', 'next_song', 'user_idx' to tell its size")
 
 
 class MostPopular:
@@ -56,7 +43,7 @@ class MostPopular:
 
     def __init__(self, vocab_size: int, smoothing: float = 10.0):
         assert vocab_size > FIRST_TOKEN_INDEX, f"vocab_size must be > {FIRST_TOKEN_INDEX}, got {vocab_size}"
-        assert smoothing > 0, f"smoothing must be > 0, got {smoothing}"
+        require(smoothing > 0, "model.smoothing", smoothing, "must be > 0")
         self.vocab_size = int(vocab_size)
         self.smoothing = float(smoothing)
         self.counts = np.zeros(self.vocab_size, dtype=np.float64)  # (V,)
@@ -98,8 +85,8 @@ class MostPopular:
 
     def score(self, batch: Mapping) -> torch.Tensor:
         """(B, V) float32 popularity for every row (an expanded view: do not modify in place)."""
-        scores = torch.from_numpy(_special_masked(self.counts.astype(np.float32)))  # (V,)
-        return scores.unsqueeze(0).expand(_batch_size(batch), self.vocab_size)  # (B, V)
+        scores = mask_special(torch.from_numpy(self.counts.astype(np.float32)), inplace=True)  # (V,)
+        return scores.unsqueeze(0).expand(batch_rows(batch), self.vocab_size)  # (B, V)
 
 
 class CoOccurrence:
@@ -124,9 +111,10 @@ class CoOccurrence:
         normalize: bool = True,
     ):
         assert vocab_size > FIRST_TOKEN_INDEX, f"vocab_size must be > {FIRST_TOKEN_INDEX}, got {vocab_size}"
-        assert window >= 1 and history >= 1, "window and history must be >= 1"
-        assert 0.0 < history_decay <= 1.0, f"history_decay must be in (0, 1], got {history_decay}"
-        assert popularity_weight >= 0.0
+        require(window >= 1, "model.window", window, "must be >= 1")
+        require(history >= 1, "model.history", history, "must be >= 1")
+        require(0.0 < history_decay <= 1.0, "model.history_decay", history_decay, "must be in (0, 1]")
+        require(popularity_weight >= 0.0, "model.popularity_weight", popularity_weight, "must be >= 0")
         self.vocab_size = int(vocab_size)
         self.window = int(window)
         self.history = int(history)
@@ -204,4 +192,4 @@ class CoOccurrence:
         top = self.popularity.max()
         if top > 0 and self.popularity_weight > 0:
             scores += self.popularity_weight * (self.popularity / top)  # (V,) broadcast
-        return torch.from_numpy(_special_masked(scores.astype(np.float32)))  # (B, V)
+        return mask_special(torch.from_numpy(scores.astype(np.float32)), inplace=True)  # (B, V)

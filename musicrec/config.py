@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -18,7 +19,14 @@ from typing import Any, Mapping
 
 import yaml
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR_ENV = "MUSICREC_CONF_DIR"  # where conf/*.yaml is when the package does not sit in a checkout
+
+
+def conf_dir() -> Path:
+    """The project's ``conf/``: ``$MUSICREC_CONF_DIR`` when set, else ``conf/`` next to the package. Under
+    ``./spark-submit.sh`` the package is imported from the zip it ships, which holds no YAML files; the script
+    sets the variable to the checkout's ``conf/``."""
+    return Path(os.environ.get(CONF_DIR_ENV) or Path(__file__).resolve().parent.parent / "conf")
 
 
 class ConfigError(ValueError):
@@ -33,7 +41,7 @@ def load_config(path: str | Path | None, default_name: str | None = None) -> dic
     if path is None:
         if default_name is None:
             return {}
-        path = CONF_DIR / f"{default_name}.yaml"
+        path = conf_dir() / f"{default_name}.yaml"
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -180,4 +188,5 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-__all__ = ["CONF_DIR", "ConfigError", "apply_overrides", "as_dict", "coerce", "load_config", "require", "typed"]
+__all__ = ["CONF_DIR_ENV", "ConfigError", "apply_overrides", "as_dict", "coerce", "conf_dir", "load_config", "require",
+           "typed"]

@@ -14,16 +14,22 @@ Ranking:
 
 Binary: ``binary_metrics(y_true, y_score)`` -> {"auc", "logloss", "count", "positive_rate"} with scikit-learn.
 AUC is not a sum over rows: in distributed evaluation gather (y_true, y_score) on one worker first.
+
+Batches (what the models, the baselines and the training loop share): ``mask_special(scores)`` puts -inf on the
+padding and OOV columns of (..., V) scores, so neither can be recommended; ``batch_rows(batch)`` is the number of
+rows of a batch (a mapping of tensors or arrays with the rows on dim 0).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from musicrec.columns import OOV_INDEX, PAD_INDEX
 
 DEFAULT_KS = (1, 5, 10, 20)
 TIE_RULES = ("optimistic", "pessimistic")
@@ -33,6 +39,23 @@ def _as_tensor(x, dtype=None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x if dtype is None else x.to(dtype)
     return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+def mask_special(scores: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """(..., V) scores with the padding (0) and OOV (1) columns set to -inf: a float copy, or ``scores`` itself
+    changed in place with ``inplace`` (a float tensor the caller owns, e.g. fresh from numpy)."""
+    if not inplace:
+        scores = scores.float().clone()
+    scores[..., PAD_INDEX] = float("-inf")
+    scores[..., OOV_INDEX] = float("-inf")
+    return scores
+
+
+def batch_rows(batch: Mapping) -> int:
+    """The number of rows of ``batch`` (every value has its rows on dim 0)."""
+    for value in batch.values():
+        return int(len(value))
+    raise ValueError("an empty batch has no rows")
 
 
 def target_ranks(scores, targets, ties: str = "optimistic") -> torch.Tensor:

@@ -45,10 +45,11 @@ def tracking(tmp_path_factory) -> str:
 
 
 # Small fake feature outputs (tests/fakedata.py) for the loader tests, one per test module; a module that needs
-# other sizes (test_training.py, test_tracking.py) defines its own fixture of the same name.
+# other sizes (test_training.py, test_tracking.py) defines its own fixture of the same name. ``import fakedata``
+# (pytest puts the folder of a conftest on sys.path) works under both ``pytest`` and ``python -m pytest``.
 @pytest.fixture(scope="module")
 def kkbox_dir(tmp_path_factory):
-    from tests import fakedata
+    import fakedata
 
     out = tmp_path_factory.mktemp("kkbox")
     fakedata.write_kkbox(out, n_train=300, n_test=40, row_group_size=30)
@@ -57,7 +58,7 @@ def kkbox_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lastfm_dir(tmp_path_factory):
-    from tests import fakedata
+    import fakedata
 
     out = tmp_path_factory.mktemp("lastfm")
     fakedata.write_lastfm(out, n_songs=150, row_group_size=8)

@@ -8,6 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from musicrec.baselines import CoOccurrence, MostPopular
+from musicrec.config import ConfigError
 from musicrec.metrics import binary_metrics, target_ranks
 
 pytestmark = pytest.mark.unit
@@ -101,3 +102,12 @@ def test_cooccurrence_lengths_default_and_range_check():
     torch.testing.assert_close(model.score({"songs": batch["songs"]}), model.score(batch))
     with pytest.raises(ValueError, match="out of range"):
         CoOccurrence(V).fit([[2, V]])
+
+
+def test_bad_config_values_are_config_errors():
+    with pytest.raises(ConfigError, match="model.smoothing"):
+        MostPopular(V, smoothing=0)
+    with pytest.raises(ConfigError, match="model.history_decay"):
+        CoOccurrence(V, history_decay=1.5)
+    with pytest.raises(ConfigError, match="model.window"):
+        CoOccurrence(V, window=0)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import fakedata
+import fakedata
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -226,7 +226,7 @@ BACKEND_SCRIPT = textwrap.dedent('''
     from torch import nn
     import torch.nn.functional as F
     from musicrec.distributed import SingleProcess, get_backend
-    from musicrec.training import TrainConfig, fit
+    from musicrec.train import TrainConfig, fit
 
     backend = get_backend("auto")
     rank = backend.rank
@@ -348,7 +348,7 @@ def test_horovod_backend_same_steps_as_one_process_resume_and_watchdog(tmp_path)
 @pytest.mark.slow
 @pytest.mark.spark
 def test_train_on_spark_standalone_cluster(datasets, tmp_path):
-    from tests.standalone_cluster import StandaloneCluster
+    from standalone_cluster import StandaloneCluster
 
     run_dir = tmp_path / "run"
     with StandaloneCluster(workers=2, cores=1, memory="1g", log_dir=tmp_path / "cluster") as cluster:
@@ -382,8 +382,9 @@ def test_help_and_refusals(datasets, capsys):
 
 @pytest.mark.unit
 def test_global_batch_lr_scaling_and_row_group_check(datasets, tmp_path):
-    from musicrec.loader import Data, DataError
-    from musicrec.training import TrainConfig
+    from musicrec.data import Data, DataError
+    from musicrec.train import TrainConfig
+    from musicrec.train.run import check_row_groups
 
     config = TrainConfig(lr=0.01)
     assert config.per_worker_batch(1024, 4) == 256 and config.scaled_lr(4) == 0.01  # global batch: same lr
@@ -393,10 +394,9 @@ def test_global_batch_lr_scaling_and_row_group_check(datasets, tmp_path):
     with pytest.raises(ValueError, match="cannot be split over 4 workers"):
         config.per_worker_batch(2, 4)
 
-    train_job = _job("train")
     one_group = tmp_path / "kkbox-one"
     fakedata.write_kkbox(one_group, n_train=100, n_files=1, row_group_size=1000)
     data = Data(one_group, "rows")
     with pytest.raises(DataError, match=r"kkbox-one/train: split 'train' has 1 Parquet row group\(s\), fewer than the 2 workers"):
-        train_job._check_row_groups(data, ["train"], 2)
-    train_job._check_row_groups(Data(datasets / "kkbox", "rows"), ["train", "valid", "test"], 2)
+        check_row_groups(data, ["train"], 2)
+    check_row_groups(Data(datasets / "kkbox", "rows"), ["train", "valid", "test"], 2)

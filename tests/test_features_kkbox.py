@@ -1,9 +1,9 @@
-"""Stage tests of the KKBOX feature job (musicrec/features/kkbox.py) on tiny inline data.
+"""Stage tests of the KKBOX feature job (the package musicrec/features/kkbox/) on tiny inline data.
 
 Each stage is pinned on its own (reading and rejects, row numbers, the name splitter on every separator the real
 songs.csv uses, ISRC fields, member features incl. bad ``bd``, joins with unknown songs and members, the split, train-
-only counts, weighted vocabularies and multi-column indexing against the shared helpers they replace, standardization,
-the one-pass split writer), then the whole job runs in-process on five tiny crafted files.
+only counts, standardization, the one-pass split writer), then the whole job runs in-process on five tiny crafted
+files. The vocabulary mechanism the job uses (musicrec.features.vocab) is pinned in tests/test_features_shared.py.
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from musicrec import schemas
-from musicrec.config import load_config
-from musicrec.features import kkbox as K
-from musicrec.features.common import AtomicOutput, InputError, build_vocab, build_vocab_from_array, with_index, \
-    with_index_array
+from musicrec.columns import ROW_ID
+from musicrec.config import ConfigError, as_dict, load_config
+from musicrec.features.kkbox import columns as C
+from musicrec.features.kkbox import entities, numeric, output, read, side
+from musicrec.features.kkbox.config import KkboxConfig, resolve_config
+from musicrec.features.kkbox.job import run_job
+from musicrec.io import AtomicOutput
 
-CFG = K.KkboxConfig()
-PERSON_SEPARATORS = CFG.person_separators
-GENRE_SEPARATORS = CFG.genre_separators
+CFG = KkboxConfig()
+PERSON_SEPARATORS = CFG.multi_valued.person_separators
+GENRE_SEPARATORS = CFG.multi_valued.genre_separators
 
 
 def write_csv(path: Path, lines: list[str]) -> Path:
@@ -38,36 +41,36 @@ def write_csv(path: Path, lines: list[str]) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.unit
 def test_conf_file_mirrors_defaults_and_bad_keys_are_errors():
-    assert K.KkboxConfig.from_dict(load_config(None, "kkbox")) == K.KkboxConfig()
-    assert K.KkboxConfig.from_dict(K.KkboxConfig().to_dict()) == K.KkboxConfig()
-    with pytest.raises(InputError, match=r"unknown key split\.valid_frac"):
-        K.KkboxConfig.from_dict({"split": {"valid_frac": 0.1}})
-    with pytest.raises(InputError, match=r"unknown section 'spark'"):
-        K.KkboxConfig.from_dict({"spark": {}})
-    with pytest.raises(InputError, match=r"split\.valid_fraction = 1\.5"):
-        K.KkboxConfig.from_dict({"split": {"valid_fraction": 1.5}})
-    with pytest.raises(InputError, match=r"numeric\.age_min"):
-        K.KkboxConfig.from_dict({"numeric": {"age_min": 90}})
-    with pytest.raises(InputError, match=r"min_count_by_vocab"):
-        K.KkboxConfig.from_dict({"vocab": {"min_count_by_vocab": {"songs": 2}}})
+    assert resolve_config(load_config(None, "kkbox")) == KkboxConfig()
+    assert resolve_config(as_dict(KkboxConfig())) == KkboxConfig()
+    with pytest.raises(ConfigError, match=r"unknown key split\.valid_frac"):
+        resolve_config({"split": {"valid_frac": 0.1}})
+    with pytest.raises(ConfigError, match=r"unknown section 'spark'"):
+        resolve_config({"spark": {}})
+    with pytest.raises(ConfigError, match=r"split\.valid_fraction = 1\.5"):
+        resolve_config({"split": {"valid_fraction": 1.5}})
+    with pytest.raises(ConfigError, match=r"numeric\.age_min"):
+        resolve_config({"numeric": {"age_min": 90}})
+    with pytest.raises(ConfigError, match=r"min_count_by_vocab"):
+        resolve_config({"vocab": {"min_count_by_vocab": {"songs": 2}}})
 
 
 @pytest.mark.unit
 def test_small_helpers():
-    assert K.valid_cut(10, 0.2) == 8
-    assert K.valid_cut(3, 0.2) == 2  # round(0.6) = 1 validation row
-    assert K.valid_cut(0, 0.2) == 0
-    assert K.valid_cut(7, 0.0) == 7
-    assert K.records_per_file({"train": 8, "valid": 2, "test": 5}, rows_per_file=1_000_000, min_files=2) == 1
-    assert K.records_per_file({"train": 5_900_000, "valid": 1_475_000, "test": 0}, rows_per_file=1_000_000,
+    assert entities.valid_cut(10, 0.2) == 8
+    assert entities.valid_cut(3, 0.2) == 2  # round(0.6) = 1 validation row
+    assert entities.valid_cut(0, 0.2) == 0
+    assert entities.valid_cut(7, 0.0) == 7
+    assert output.records_per_file({"train": 8, "valid": 2, "test": 5}, rows_per_file=1_000_000, min_files=2) == 1
+    assert output.records_per_file({"train": 5_900_000, "valid": 1_475_000, "test": 0}, rows_per_file=1_000_000,
                               min_files=2) == 737_500
-    assert K.records_per_file({"train": 9_000_000, "valid": 3_000_000}, rows_per_file=1_000_000, min_files=2) == \
+    assert output.records_per_file({"train": 9_000_000, "valid": 3_000_000}, rows_per_file=1_000_000, min_files=2) == \
         1_000_000
-    assert K.separator_parts([r"\|", "/", r"\\", "、", r"\s[xX]\s", "-", "/"]) == ("|/\\、-", r"(?:\s[xX]\s)")
-    assert K.separator_parts([r"\|"]) == ("|", None)
-    K.check_row_accounting({"train.csv": {"input_rows": 10, "train": 7, "valid": 2, "rejected": 1}})
+    assert side.separator_parts([r"\|", "/", r"\\", "、", r"\s[xX]\s", "-", "/"]) == ("|/\\、-", r"(?:\s[xX]\s)")
+    assert side.separator_parts([r"\|"]) == ("|", None)
+    output.check_row_accounting({"train.csv": {"input_rows": 10, "train": 7, "valid": 2, "rejected": 1}})
     with pytest.raises(RuntimeError, match="row accounting failed for train.csv"):
-        K.check_row_accounting({"train.csv": {"input_rows": 10, "train": 7, "valid": 2, "rejected": 0}})
+        output.check_row_accounting({"train.csv": {"input_rows": 10, "train": 7, "valid": 2, "rejected": 0}})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -91,19 +94,19 @@ def test_read_train_marks_every_kind_of_bad_row(spark, tmp_path):
     ])
     schema = schemas.KKBOX_TRAIN_SCHEMA
     marked_df = (
-        K.read_kkbox_csv(spark, path, schema, file_label="train.csv")
-        .transform(K.with_reject_reason, K.train_checks())
-        .transform(K.with_raw_record, schema.fieldNames())
+        read.read_kkbox_csv(spark, path, schema, file_label="train.csv")
+        .transform(read.with_reject_reason, read.train_checks())
+        .transform(read.with_raw_record, schema.fieldNames())
     )
-    rows = sorted(marked_df.select("msno", "song_id", "source_system_tab", K.REASON_COL, K.RAW_COL, K.MID_COL)
-                  .collect(), key=lambda r: r[K.MID_COL])
-    reasons = [r[K.REASON_COL] for r in rows]
-    malformed = K.malformed_check()[1]
+    rows = sorted(marked_df.select("msno", "song_id", "source_system_tab", C.REASON_COL, C.RAW_COL, C.MID_COL)
+                  .collect(), key=lambda r: r[C.MID_COL])
+    reasons = [r[C.REASON_COL] for r in rows]
+    malformed = read.malformed_check()[1]
     assert reasons == [None, None, malformed, malformed, malformed, "target is not 0 or 1", "missing msno",
-                       "missing song_id", K.BLANK_REASON, None, "target is not 0 or 1"]
-    assert rows[2][K.RAW_COL] == "u3,s3,radio,Radio"  # Spark's copy of the malformed record
-    assert rows[5][K.RAW_COL] == "u6,s6,radio,Radio,radio,2"  # fields re-joined
-    assert rows[0][K.RAW_COL] is None  # good rows carry no copy
+                       "missing song_id", C.BLANK_REASON, None, "target is not 0 or 1"]
+    assert rows[2][C.RAW_COL] == "u3,s3,radio,Radio"  # Spark's copy of the malformed record
+    assert rows[5][C.RAW_COL] == "u6,s6,radio,Radio,radio,2"  # fields re-joined
+    assert rows[0][C.RAW_COL] is None  # good rows carry no copy
     assert rows[9]["song_id"] == 's9 "quoted"' and rows[9]["source_system_tab"] == "a\\b"
 
 
@@ -113,9 +116,9 @@ def test_read_follows_the_header_order(spark, tmp_path):
         "msno,bd,city,gender,registered_via,registration_init_time,expiration_date",  # bd and city swapped
         "u1,25,13,male,7,20150101,20170101",
     ])
-    row = K.read_kkbox_csv(spark, path, schemas.KKBOX_MEMBERS_SCHEMA, file_label="members.csv").first()
+    row = read.read_kkbox_csv(spark, path, schemas.KKBOX_MEMBERS_SCHEMA, file_label="members.csv").first()
     assert (row["city"], row["bd"]) == (13, 25)
-    assert K.read_kkbox_csv(spark, path, schemas.KKBOX_MEMBERS_SCHEMA, file_label="m").columns[:7] == \
+    assert read.read_kkbox_csv(spark, path, schemas.KKBOX_MEMBERS_SCHEMA, file_label="m").columns[:7] == \
         schemas.KKBOX_MEMBERS_SCHEMA.fieldNames()
 
 
@@ -129,9 +132,9 @@ def test_test_checks_blank_padding_and_missing_id(spark, tmp_path):
         ",,,,,",
     ])
     schema = schemas.KKBOX_TEST_SCHEMA
-    reasons = [r[K.REASON_COL] for r in K.read_kkbox_csv(spark, path, schema, file_label="test.csv")
-               .transform(K.with_reject_reason, K.test_checks()).orderBy(K.MID_COL).collect()]
-    assert reasons == [None, "missing or negative id", K.BLANK_REASON, K.BLANK_REASON]
+    reasons = [r[C.REASON_COL] for r in read.read_kkbox_csv(spark, path, schema, file_label="test.csv")
+               .transform(read.with_reject_reason, read.test_checks()).orderBy(C.MID_COL).collect()]
+    assert reasons == [None, "missing or negative id", C.BLANK_REASON, C.BLANK_REASON]
 
 
 @pytest.mark.spark
@@ -143,26 +146,26 @@ def test_row_id_is_consecutive_in_file_order_across_partitions(spark, tmp_path):
     spark.conf.set("spark.sql.files.maxPartitionBytes", "4096")  # several input partitions for a 40 KB file
     spark.conf.set("spark.sql.files.openCostInBytes", "0")
     try:
-        scan_df = K.read_kkbox_csv(spark, path, schemas.KKBOX_TRAIN_SCHEMA, file_label="train.csv").cache()
+        scan_df = read.read_kkbox_csv(spark, path, schemas.KKBOX_TRAIN_SCHEMA, file_label="train.csv").cache()
         assert scan_df.rdd.getNumPartitions() > 3
-        offsets, totals = K.partition_offsets(scan_df)
-        numbered = scan_df.transform(K.with_row_id, offsets).select(K.ROW_ID, "msno").collect()
+        offsets, totals = read.partition_offsets(scan_df)
+        numbered = scan_df.transform(read.with_row_id, offsets).select(ROW_ID, "msno").collect()
     finally:
         for key, value in old.items():
             spark.conf.set(key, value)
     assert totals == {"train.csv": 2000}
     assert len(offsets) == scan_df.rdd.getNumPartitions()
-    assert sorted((r[K.ROW_ID], r["msno"]) for r in numbered) == [(i, f"u{i}") for i in range(2000)]
-    assert K.with_row_id(scan_df, {}).select(K.ROW_ID).first()[0] is None
+    assert sorted((r[ROW_ID], r["msno"]) for r in numbered) == [(i, f"u{i}") for i in range(2000)]
+    assert read.with_row_id(scan_df, {}).select(ROW_ID).first()[0] is None
 
 
 @pytest.mark.spark
 def test_duplicate_keys_keep_the_first_good_row(spark):
     df = spark.createDataFrame(
         [("a", 0, None), ("b", 1, None), ("a", 2, None), ("c", 3, "malformed"), ("c", 4, None), (None, 5, "missing")],
-        f"song_id string, {K.MID_COL} long, {K.REASON_COL} string",
+        f"song_id string, {C.MID_COL} long, {C.REASON_COL} string",
     )
-    result = {r[K.MID_COL]: r[K.REASON_COL] for r in K.with_duplicate_reason(df, "song_id").collect()}
+    result = {r[C.MID_COL]: r[C.REASON_COL] for r in read.with_duplicate_reason(df, "song_id").collect()}
     assert result == {0: None, 1: None, 2: "duplicate song_id", 3: "malformed", 4: None, 5: "missing"}
 
 
@@ -171,16 +174,16 @@ def test_swallowed_records_and_bad_dates_are_rejected(spark):
     extra_df = spark.createDataFrame(
         [("s1", "Love mode feat.PE'Z,\nKwb6018TAr5I1hXuOLILzlfN6fGAxXd2IHcaZaJ5FKg=,懷念故鄉,", "TW1", None),
          ("s2", "two\nlines but no record", "TW2", None), ("s3", None, None, None)],
-        f"song_id string, name string, isrc string, {K.CORRUPT_COL} string",
+        f"song_id string, name string, isrc string, {C.CORRUPT_COL} string",
     )
-    reasons = [r[K.REASON_COL] for r in extra_df.transform(K.with_reject_reason, K.extra_checks()).collect()]
+    reasons = [r[C.REASON_COL] for r in extra_df.transform(read.with_reject_reason, read.extra_checks()).collect()]
     assert reasons == ["name swallows the following records (a quote that never closes)", None, None]
     members_df = spark.createDataFrame(
         [("u1", "20150101", "20170101", None), ("u2", "20170231", "20170101", None),
          ("u3", "20150101", "2017-01-01", None), ("u4", None, None, None)],
-        f"msno string, registration_init_time string, expiration_date string, {K.CORRUPT_COL} string",
+        f"msno string, registration_init_time string, expiration_date string, {C.CORRUPT_COL} string",
     )
-    reasons = [r[K.REASON_COL] for r in members_df.transform(K.with_reject_reason, K.members_checks()).collect()]
+    reasons = [r[C.REASON_COL] for r in members_df.transform(read.with_reject_reason, read.members_checks()).collect()]
     assert reasons == [None, "registration_init_time is not a yyyymmdd date", "expiration_date is not a yyyymmdd date",
                        None]
 
@@ -223,10 +226,10 @@ SPLIT_CASES = [
 @pytest.mark.spark
 def test_split_names_on_every_separator(spark):
     df = spark.createDataFrame([(i, text) for i, (text, _) in enumerate(SPLIT_CASES)], "i int, text string")
-    got = {r["i"]: r["names"] for r in df.select("i", K.split_names(F.col("text"), PERSON_SEPARATORS, 8).alias("names"))
-           .collect()}
+    names = side.split_names(F.col("text"), PERSON_SEPARATORS, 8).alias("names")
+    got = {r["i"]: r["names"] for r in df.select("i", names).collect()}
     assert [got[i] for i in range(len(SPLIT_CASES))] == [expected for _, expected in SPLIT_CASES]
-    capped = df.where("i = 0").select(K.split_names(F.col("text"), PERSON_SEPARATORS, 2).alias("n")).first()["n"]
+    capped = df.where("i = 0").select(side.split_names(F.col("text"), PERSON_SEPARATORS, 2).alias("n")).first()["n"]
     assert capped == ["TEDDY", "FUTURE BOUNCE"]
 
 
@@ -237,7 +240,8 @@ def test_with_song_lists(spark):
          ("s3", "465", None, None, None)],
         "song_id string, genre_ids string, artist_name string, composer string, lyricist string",
     )
-    result = df.transform(K.with_song_lists, genre_separators=GENRE_SEPARATORS, person_separators=PERSON_SEPARATORS, max_multi=2)
+    result = df.transform(side.with_song_lists, genre_separators=GENRE_SEPARATORS,
+                          person_separators=PERSON_SEPARATORS, max_multi=2)
     expected = spark.createDataFrame(
         [("s1", ["864", "857"], ["A", "B"], ["C", "D"], None, "A feat. B"),
          ("s2", None, ["E"], None, ["F"], "E"),
@@ -255,7 +259,7 @@ def test_isrc_country_and_year(spark):
          ("TWUM7",), ("12UM71200043",), ("TWUM7AB00043",), (None,)],
         "isrc string",
     )
-    result = df.transform(K.with_isrc_fields, pivot=18)
+    result = df.transform(side.with_isrc_fields, pivot=18)
     expected = spark.createDataFrame(
         [("TWUM71200043", "TW", 2012), ("usum71600015", "US", 2016), ("GBAYE9900001", "GB", 1999),
          ("JPB600610001", "JP", 2006), ("QMZSY1700015", "QM", 2017), ("TWUM7", None, None),
@@ -273,7 +277,7 @@ def test_member_features_with_bad_bd_and_dates(spark):
          ("u7", 81, "20170101", None), ("u8", None, "20150101", "20150102")],
         "msno string, bd int, registration_init_time string, expiration_date string",
     )
-    result = df.transform(K.with_member_features, age_min=10, age_max=80).select("msno", "age", "membership_days",
+    result = df.transform(side.with_member_features, age_min=10, age_max=80).select("msno", "age", "membership_days",
                                                                                  "registration_year")
     expected = spark.createDataFrame(
         [("u1", 25, 731, 2015), ("u2", None, 1, 2016), ("u3", None, None, None), ("u4", None, None, 2011),
@@ -290,9 +294,10 @@ def test_member_features_with_bad_bd_and_dates(spark):
 def test_with_split_cuts_train_by_row_number(spark):
     df = spark.createDataFrame(
         [("train.csv", i) for i in range(5)] + [("test.csv", 0), ("test.csv", 9)],
-        f"{K.FILE_COL} string, row_id long",
+        f"{C.FILE_COL} string, row_id long",
     )
-    result = sorted((r[K.FILE_COL], r["row_id"], r["split"]) for r in df.transform(K.with_split, cut=4).collect())
+    result = sorted((r[C.FILE_COL], r["row_id"], r["split"])
+                    for r in df.transform(entities.with_split, cut=4).collect())
     assert result == [("test.csv", 0, "test"), ("test.csv", 9, "test")] + \
         [("train.csv", i, "train" if i < 4 else "valid") for i in range(5)]
 
@@ -313,13 +318,14 @@ def test_plays_unknown_songs_and_members(spark):
     extra_df = spark.createDataFrame([("s1", "TW", 2012), ("s4", "US", 1999)],
                                      "song_id string, isrc_country string, isrc_year int")
     song_info_df = (
-        K.plays_by_split(events_df, ["song_id"])
-        .transform(K.join_song_info, songs_df, extra_df)
-        .transform(K.with_song_lists, genre_separators=GENRE_SEPARATORS, person_separators=PERSON_SEPARATORS, max_multi=8)
-        .transform(K.with_artist_counts)
+        entities.plays_by_split(events_df, ["song_id"])
+        .transform(entities.join_song_info, songs_df, extra_df)
+        .transform(side.with_song_lists, genre_separators=GENRE_SEPARATORS, person_separators=PERSON_SEPARATORS,
+                   max_multi=8)
+        .transform(entities.with_artist_counts)
     )
-    got = {r["song_id"]: (r["_plays_train"], r["_plays_valid"], r["_plays_test"], r[K.ARTIST_COUNT], r[K.HAS_SONG],
-                          r[K.HAS_EXTRA], r["isrc_country"]) for r in song_info_df.collect()}
+    got = {r["song_id"]: (r["_plays_train"], r["_plays_valid"], r["_plays_test"], r[C.ARTIST_COUNT], r[C.HAS_SONG],
+                          r[C.HAS_EXTRA], r["isrc_country"]) for r in song_info_df.collect()}
     assert got == {
         "s1": (2, 0, 0, 3, True, True, "TW"),  # artist A: 2 train plays of s1 + 1 of s2
         "s2": (1, 0, 0, 3, True, False, None),
@@ -329,10 +335,10 @@ def test_plays_unknown_songs_and_members(spark):
     members_df = spark.createDataFrame([("u1", 1, "male", 7, 25, 700, 2015), ("u2", 13, None, 9, None, None, 2016)],
                                        "msno string, city int, gender string, registered_via int, age int, "
                                        "membership_days int, registration_year int")
-    user_info_df = K.plays_by_split(events_df, ["msno"]).transform(K.join_member_info, members_df)
-    got = {r["msno"]: (r["_plays_train"], r[K.HAS_MEMBER], r["city"]) for r in user_info_df.collect()}
+    user_info_df = entities.plays_by_split(events_df, ["msno"]).transform(entities.join_member_info, members_df)
+    got = {r["msno"]: (r["_plays_train"], r[C.HAS_MEMBER], r["city"]) for r in user_info_df.collect()}
     assert got == {"u1": (2, True, 1), "u2": (1, True, 13), "u9": (0, False, None)}
-    summary = K.split_summary(song_info_df, user_info_df)
+    summary = numeric.split_summary(song_info_df, user_info_df)
     assert summary["train"] == {"events": 3, "unknown_song_events": 0, "no_extra_info_events": 1,
                                 "no_artist_events": 0, "songs": 2, "max_song_events": 2,
                                 "unknown_member_events": 0, "users": 2, "max_user_events": 2}
@@ -341,87 +347,20 @@ def test_plays_unknown_songs_and_members(spark):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 4. Vocabularies and indices: the same results as the shared helpers they stand in for
-# --------------------------------------------------------------------------------------------------------------
-@pytest.mark.spark
-def test_weighted_vocabs_equal_common_build_vocab_on_the_events(spark):
-    # events: one row per play; the song table: one row per song with its plays as weight
-    songs = {"s1": ("3", ["A", "B"]), "s2": ("3", ["B"]), "s3": (None, None), "s4": ("52", ["C", "A"]),
-             "s5": ("17", ["D"])}
-    plays = {"s1": 3, "s2": 2, "s3": 4, "s4": 1, "s5": 1}
-    events_df = spark.createDataFrame(
-        [(s, songs[s][0], songs[s][1]) for s, n in plays.items() for _ in range(n)],
-        "song_id string, language string, artist_list array<string>",
-    )
-    song_df = spark.createDataFrame([(s, songs[s][0], songs[s][1], n) for s, n in plays.items()],
-                                    "song_id string, language string, artist_list array<string>, plays long")
-    for min_count in (1, 2):
-        vocabs_df = K.build_weighted_vocabs(
-            song_df, {"song": F.array("song_id"), "language": F.array("language"), "artist": F.col("artist_list")},
-            weight_col="plays", min_counts={"song": min_count, "language": min_count, "artist": min_count},
-        )
-        for name, expected_df in (
-            ("song", build_vocab(events_df, "song_id", min_count=min_count)),
-            ("language", build_vocab(events_df, "language", min_count=min_count)),
-            ("artist", build_vocab_from_array(events_df, "artist_list", min_count=min_count)),
-        ):
-            assert_df_equality(K.vocab_of(vocabs_df, name), expected_df, ignore_nullable=True, ignore_row_order=True)
-
-
-@pytest.mark.spark
-def test_with_indices_equals_common_with_index_and_with_index_array(spark):
-    vocabs_df = spark.createDataFrame(
-        [("song", "s1", 2, 5), ("song", "s2", 3, 4), ("artist", "A", 2, 9), ("artist", "B", 3, 1),
-         ("language", "3", 2, 7)],
-        "vocab string, token string, index int, count long",
-    )
-    df = spark.createDataFrame(
-        [("s1", "3", ["B", "A", "Z"]), ("s2", None, None), ("s9", "52", []), ("s3", "3", ["A"])],
-        "song_id string, language string, artist_list array<string>",
-    )
-    result = df.transform(K.with_indices, vocabs_df, key_col="song_id",
-                          scalars={"song_idx": ("song", "song_id"), "language_idx": ("language", "language")},
-                          lists={"artist_idx": ("artist", "artist_list")})
-    expected = with_index(df, K.vocab_of(vocabs_df, "song"), "song_id", "song_idx")
-    expected = with_index(expected, K.vocab_of(vocabs_df, "language"), "language", "language_idx")
-    expected = with_index_array(expected, K.vocab_of(vocabs_df, "artist"), "artist_list", "artist_idx",
-                                key_cols=["song_id"])
-    assert_df_equality(result, expected.select(result.columns), ignore_nullable=True, ignore_row_order=True)
-    assert {r["song_id"]: r["artist_idx"] for r in result.collect()} == \
-        {"s1": [3, 2, 1], "s2": [1], "s9": [1], "s3": [2]}
-
-
-@pytest.mark.spark
-def test_write_vocabs_one_folder_per_vocabulary(spark, tmp_path):
-    vocabs_df = spark.createDataFrame(
-        [("song", "s2", 3, 4), ("song", "s1", 2, 5), ("artist", "A", 2, 9)], "vocab string, token string, "
-        "index int, count long")
-    with AtomicOutput(tmp_path / "out") as out:
-        paths = K.write_vocabs(vocabs_df, ["song", "artist", "genre"], out)
-    assert set(paths) == {"song", "artist", "genre"}
-    song = pq.read_table(tmp_path / "out" / "vocab" / "song")
-    assert song.column_names == ["token", "index", "count"] and song.to_pylist()[0] == {"token": "s1", "index": 2,
-                                                                                       "count": 5}
-    assert len(list((tmp_path / "out" / "vocab" / "song").glob("*.parquet"))) == 1
-    assert pq.read_table(tmp_path / "out" / "vocab" / "genre").num_rows == 0
-    assert not (tmp_path / "out" / "_vocab").exists()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# 5. Numeric features: train-part statistics only, missing -> 0
+# 4. Numeric features: train-part statistics only, missing -> 0
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.spark
 def test_standardization_uses_train_plays_as_weights_and_exact_sums(spark):
     # two songs: x = 1.0 with 1 train play, x = 3.0 with 3 train plays; one without x; one played only in test
     df = spark.createDataFrame([(1.0, 5.0, 1), (3.0, 5.0, 3), (None, 5.0, 2), (100.0, None, 0)],
                                "x double, flat double, _plays_train long")
-    moments = K.moment_sums(df, ["x", "flat"], weight_col="_plays_train")
+    moments = numeric.moment_sums(df, ["x", "flat"], weight_col="_plays_train")
     assert moments["x"] == (4, 10 * 10**6, 28 * 10**12)  # events: 1, 3, 3, 3 -> sum 10, sum of squares 28
-    stats = K.standardization_stats(moments)
+    stats = numeric.standardization_stats(moments)
     assert stats["x"] == {"mean": 2.5, "std": pytest.approx(0.8660254)}  # 100.0 (test only) not used
     assert stats["flat"] == {"mean": 5.0, "std": 0.0}
-    assert K.standardization_stats({"none": (0, 0, 0)}) == {"none": {"mean": None, "std": None}}
-    result = df.transform(K.with_standardized, stats).select("x", "flat")
+    assert numeric.standardization_stats({"none": (0, 0, 0)}) == {"none": {"mean": None, "std": None}}
+    result = df.transform(numeric.with_standardized, stats).select("x", "flat")
     expected = spark.createDataFrame(
         [((1.0 - 2.5) / 0.8660254, 0.0), ((3.0 - 2.5) / 0.8660254, 0.0), (0.0, 0.0), ((100.0 - 2.5) / 0.8660254, 0.0)],
         "x float, flat float",
@@ -434,25 +373,25 @@ def test_numeric_features_log_counts_and_bad_lengths(spark):
     df = spark.createDataFrame([(0, 25, None, None, 0, 3, None), (-5, None, 10, 2016, 7, 0, 1)],
                                "song_length long, age int, membership_days int, registration_year int, "
                                "song_count long, user_count long, artist_count long")
-    rows = df.transform(K.with_numeric_features, log1p_counts=True).collect()
+    rows = df.transform(numeric.with_numeric_features, log1p_counts=True).collect()
     assert rows[0]["song_length"] is None and rows[1]["song_length"] is None
     assert rows[0]["song_count"] == 0.0 and rows[1]["song_count"] == pytest.approx(2.0794415)  # log1p(7)
     assert rows[0]["artist_count"] is None
-    assert df.transform(K.with_numeric_features, log1p_counts=False).collect()[1]["song_count"] == 7.0
+    assert df.transform(numeric.with_numeric_features, log1p_counts=False).collect()[1]["song_count"] == 7.0
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 6. Output
+# 5. Output
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.spark
 def test_write_splits_one_pass_no_shuffle_and_empty_split(spark, tmp_path):
-    schema = K.output_schema()
+    schema = output.output_schema()
     row = {f.name: (1 if isinstance(f.dataType, T.IntegerType) else [2, 1] if isinstance(f.dataType, T.ArrayType)
                     else 0.5) for f in schema.fields}
     data = [{**row, "row_id": i, "split": "train" if i < 6 else "test"} for i in reversed(range(9))]
     df = spark.createDataFrame(data, T.StructType([T.StructField("split", T.StringType())] + schema.fields))
     with AtomicOutput(tmp_path / "out") as out:
-        K.write_splits(df.select("split", *schema.fieldNames()).coalesce(1), out, max_records_per_file=2)
+        output.write_splits(df.select("split", *schema.fieldNames()).coalesce(1), out, max_records_per_file=2)
     root = tmp_path / "out"
     assert sorted(p.name for p in root.iterdir()) == ["test", "train", "valid"]
     train = pq.read_table(root / "train")
@@ -524,7 +463,7 @@ def test_run_job_on_tiny_files_counts_every_row(spark, tmp_path):
     out = tmp_path / "out"
     config = {"vocab": {"min_count": 1, "min_count_by_vocab": {"song": 1, "artist": 1}},
               "output": {"min_files": 1}}
-    summary = K.run_job(spark, input_dir, out, config)
+    summary = run_job(spark, input_dir, out, config)
 
     accounting = summary["row_accounting"]
     assert accounting["train.csv"] == {"input_rows": 10, "train": 7, "valid": 2, "rejected": 1}

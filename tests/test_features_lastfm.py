@@ -1,15 +1,29 @@
-"""Stage tests of the Last.fm 1K feature job (musicrec/features/lastfm.py) on tiny inline data."""
+"""Stage tests of the Last.fm 1K feature job (musicrec/features/lastfm/) on tiny inline data.
+
+The fused clean + sessionize pass the job runs (``sessionize.with_play_levels``) is checked row for row against the
+plain stage chain of tests/lastfm_oracle.py on the same inline rows; the oracle's stages are pinned by their own
+expected frames.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
+import lastfm_oracle as O
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from musicrec.features import lastfm as L
-from musicrec.features.common import InputError, VOCAB_SCHEMA
+from musicrec.columns import SPLITS
+from musicrec.config import ConfigError, as_dict, load_config
+from musicrec.features.lastfm import parse as P
+from musicrec.features.lastfm import sequences as Q
+from musicrec.features.lastfm import sessionize as S
+from musicrec.features.lastfm import tags as T
+from musicrec.features.lastfm.config import WindowConfig, resolve_config
+from musicrec.features.vocab import VOCAB_SCHEMA
 
 PLAYS_DDL = "user_id string, timestamp timestamp, artist_id string, artist_name string, track_id string, track_name string"
 T0 = dt.datetime(2009, 1, 1, 12, 0, 0)
@@ -25,42 +39,86 @@ def plays(spark, rows):
     return spark.createDataFrame(data, PLAYS_DDL)
 
 
+def assert_fused_pass_matches_oracle(plays_df, **settings):
+    """The job's fused pass and the oracle chain give the same plays (same rows, session ids and positions), the
+    same rows at every stage and the same session counts before and after the user filter. ``settings``: those of
+    ``lastfm_oracle.SETTINGS``. A play without a timestamp is a rejected line, as ``with_parsed_plays`` makes it."""
+    settings = {**O.SETTINGS, **settings}
+    parsed_df = plays_df.withColumn("reason", F.when(F.col("timestamp").isNull(), F.lit("unparseable timestamp")))
+    levels_df = parsed_df.transform(S.with_play_levels, partitions=2, **settings)
+    oracle = O.oracle_stages(parsed_df, **settings)
+    assert_df_equality(S.kept_plays(levels_df), oracle["plays"], ignore_row_order=True, ignore_nullable=True)
+
+    sessions_df = oracle["deduplicated"].transform(O.with_sessions, settings["gap_seconds"])
+    counted = {**oracle, "sessions_before_user_filter": sessions_df.where("position = 0"),
+               "sessions": oracle["plays"].where("position = 0")}
+    union_df = functools.reduce(DataFrame.unionByName, [df.select(F.lit(k).alias("k")) for k, df in counted.items()])
+    oracle_rows = {row["k"]: row["count"] for row in union_df.groupBy("k").count().collect()}  # one job
+    per_level = S.level_summary(levels_df)
+    for name, level in S.STAGE_LEVELS:
+        rows = sum(n for lv, (n, _) in per_level.items() if lv >= level)
+        assert rows == oracle_rows.get(name, 0), f"rows after stage {name}"
+    counts = S.stage_counts(per_level, drop_untracked=settings["drop_untracked"])
+    for name in ("sessions_before_user_filter", "sessions"):
+        assert counts[name] == oracle_rows.get(name, 0), name
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Config (no Spark)
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.unit
 def test_resolve_config_defaults_and_errors():
-    cfg = L.resolve_config({"sessions": {"gap_seconds": 1800}, "window": {"start": "2008-01-01"}})
-    assert cfg["sessions"] == {"gap_seconds": 1800, "min_sessions_per_user": 6}
-    assert cfg["window"]["start"] == "2008-01-01T00:00:00Z"
-    assert L.resolve_config(None)["tags"]["top_k"] == 5
+    cfg = resolve_config({"sessions": {"gap_seconds": 1800}, "window": {"start": "2008-01-01"}})
+    assert as_dict(cfg)["sessions"] == {"gap_seconds": 1800, "min_sessions_per_user": 6}
+    assert cfg.window.start == "2008-01-01T00:00:00Z"
+    assert resolve_config({"window": {"end": dt.date(2008, 2, 1)}}).window.end == "2008-02-01T00:00:00Z"
+    assert resolve_config(None).tags.top_k == 5
     for bad, message in [
         ({"sessionz": {}}, "unknown section 'sessionz'"),
         ({"sessions": {"gap": 1}}, "unknown key sessions.gap"),
-        ({"sessions": {"gap_seconds": -1}}, "sessions.gap_seconds must be an integer >= 0"),
+        ({"sessions": {"gap_seconds": -1}}, "sessions.gap_seconds = -1: must be an integer >= 0"),
         ({"window": {"first_months": 2, "last_months": 3}}, "cannot both be set"),
-        ({"window": {"start": "yesterday"}}, "window.start must be a date"),
+        ({"window": {"start": "yesterday"}}, "window.start = 'yesterday': must be a date"),
         ({"split": {"valid_fraction": 0.5, "test_fraction": 0.5}}, "sum to less than 1"),
         ({"tags": {"top_k": 0}}, "tags.top_k"),
-        ({"clean": {"drop_untracked": "yes"}}, "clean.drop_untracked must be true or false"),
+        ({"clean": {"drop_untracked": "yes"}}, "clean.drop_untracked: expected true or false"),
     ]:
-        with pytest.raises(InputError, match=message):
-            L.resolve_config(bad)
+        with pytest.raises(ConfigError, match=message):
+            resolve_config(bad)
+
+
+@pytest.mark.unit
+def test_resolved_config_as_recorded_in_the_manifest():
+    """The manifest records ``as_dict`` of the resolved config (its fingerprint hashes it): every section and key,
+    with the shipped conf/lastfm.yaml giving exactly the defaults."""
+    defaults = {
+        "input": {"plays_file": "userid-timestamp-artid-artname-traid-traname.tsv", "tags_file": "track-tags.tsv"},
+        "clean": {"drop_untracked": True, "drop_duplicates": True, "max_rejected_fraction": 0.01},
+        "window": {"start": None, "end": None, "first_months": None, "last_months": None},
+        "sessions": {"gap_seconds": 1200, "min_sessions_per_user": 6},
+        "tags": {"required": False, "top_k": 5, "drop_untagged": True, "lowercase": True, "min_tag_weight": 0},
+        "vocab": {"user_min_count": 1, "song_min_count": 1, "artist_min_count": 1, "tag_min_count": 1},
+        "sequences": {"min_length": 2, "max_length": 50},
+        "split": {"valid_fraction": 0.1, "test_fraction": 0.1},
+        "stats": {"column_stats": True},
+        "spark": {"partitions": 8},
+    }
+    assert as_dict(resolve_config(None)) == defaults
+    assert as_dict(resolve_config(load_config(None, default_name="lastfm"))) == defaults
 
 
 @pytest.mark.unit
 def test_window_bounds_months_and_start_end():
-    cfg = {"start": None, "end": None, "first_months": None, "last_months": None}
-    assert L.window_bounds(cfg, T0, T0) == (None, None)
+    assert WindowConfig().bounds(T0, T0) == (None, None)
     first = dt.datetime(2008, 1, 31, 10, 0, 0)
     last = dt.datetime(2009, 3, 31, 23, 0, 0)
-    assert L.window_bounds({**cfg, "first_months": 1}, first, last) == (None, dt.datetime(2008, 2, 29, 10, 0, 0))
-    assert L.window_bounds({**cfg, "last_months": 1}, first, last) == (dt.datetime(2009, 2, 28, 23, 0, 0), None)
-    assert L.window_bounds({**cfg, "start": "2008-06-01", "end": "2008-07-01T00:00:00Z"}, first, last) == (
+    assert WindowConfig(first_months=1).bounds(first, last) == (None, dt.datetime(2008, 2, 29, 10, 0, 0))
+    assert WindowConfig(last_months=1).bounds(first, last) == (dt.datetime(2009, 2, 28, 23, 0, 0), None)
+    assert WindowConfig(start="2008-06-01", end="2008-07-01T00:00:00Z").bounds(first, last) == (
         dt.datetime(2008, 6, 1), dt.datetime(2008, 7, 1)
     )
     # months inside an explicit window: the tighter bound wins
-    assert L.window_bounds({**cfg, "end": "2008-02-10", "first_months": 6}, first, last)[1] == dt.datetime(2008, 2, 10)
+    assert WindowConfig(end="2008-02-10", first_months=6).bounds(first, last)[1] == dt.datetime(2008, 2, 10)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -78,7 +136,7 @@ def test_with_parsed_plays_fields_nulls_and_rejects(spark):
         (None,),
     ]
     lines_df = spark.createDataFrame(lines, "value string")
-    result = lines_df.transform(L.with_parsed_plays).select(*L.RAW_COLUMNS, "reason")
+    result = lines_df.transform(P.with_parsed_plays).select(*P.RAW_COLUMNS, "reason")
     expected = spark.createDataFrame(
         [
             ("user_000001", dt.datetime(2009, 5, 4, 23, 8, 57), "f1b1", "Deep Dish", None, 'Fuck Me Im "Famous"', None),
@@ -94,20 +152,23 @@ def test_with_parsed_plays_fields_nulls_and_rejects(spark):
         PLAYS_DDL + ", reason string",
     )
     assert_df_equality(result, expected, ignore_nullable=True)
-    raws = [r["raw"] for r in lines_df.transform(L.with_parsed_plays).collect()]
+    raws = [r["raw"] for r in lines_df.transform(P.with_parsed_plays).collect()]
     assert raws[0] is None and raws[1].endswith("\ttr1")  # raw kept for bad rows only
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 2. Clean
+# 2./3. Clean and sessionize: the oracle's stages, and the fused pass against the oracle on the same rows
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.spark
 def test_drop_untracked_and_time_window(spark):
     df = plays(spark, [("u1", 0, "t1", "A"), ("u1", 10, None, "B"), ("u1", 20, "t3", "C"), ("u1", None, "t4", "D")])
-    assert [r["track_name"] for r in df.transform(L.drop_untracked).collect()] == ["A", "C", "D"]
-    windowed = df.transform(L.filter_time_window, at(10), at(20))  # [start, end): 10 in, 20 out, None out
+    assert [r["track_name"] for r in df.transform(O.drop_untracked).collect()] == ["A", "C", "D"]
+    windowed = df.transform(O.filter_time_window, at(10), at(20))  # [start, end): 10 in, 20 out, None out
     assert [r["track_name"] for r in windowed.collect()] == ["B"]
-    assert df.transform(L.filter_time_window, None, None).count() == 4
+    assert df.transform(O.filter_time_window, None, None).count() == 4
+    for drop_untracked, start, end in ((True, None, None), (False, at(10), at(20)), (True, at(10), None),
+                                       (False, None, at(20))):
+        assert_fused_pass_matches_oracle(df, drop_untracked=drop_untracked, start=start, end=end, min_sessions=0)
 
 
 @pytest.mark.spark
@@ -126,18 +187,18 @@ def test_drop_duplicate_plays(spark):
             ("u1", 9, "t1", "A"),  # same track later -> kept
         ],
     )
-    result = df.transform(L.drop_duplicate_plays).select("user_id", "timestamp", "track_id", "track_name")
+    result = df.transform(O.drop_duplicate_plays).select("user_id", "timestamp", "track_id", "track_name")
     expected = spark.createDataFrame(
         [("u1", at(0), "t1", "A"), ("u1", at(0), "t2", "B"), ("u2", at(0), "t1", "A"), ("u1", at(5), None, "C"),
          ("u1", at(5), None, "D"), ("u1", at(9), "t1", "A")],
         "user_id string, timestamp timestamp, track_id string, track_name string",
     )
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+    for drop_untracked, drop_duplicates in ((True, True), (False, True), (False, False)):
+        assert_fused_pass_matches_oracle(df, drop_untracked=drop_untracked, drop_duplicates=drop_duplicates,
+                                         min_sessions=0)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# 3. Sessionize
-# --------------------------------------------------------------------------------------------------------------
 @pytest.mark.spark
 def test_with_sessions_gap_boundary_ties_and_positions(spark):
     df = plays(
@@ -152,7 +213,7 @@ def test_with_sessions_gap_boundary_ties_and_positions(spark):
             ("u2", 9999, "t1", "A"),
         ],
     )
-    result = df.transform(L.with_sessions, 1200).select("user_id", "track_name", "session_seq", "position")
+    result = df.transform(O.with_sessions, 1200).select("user_id", "track_name", "session_seq", "position")
     expected = spark.createDataFrame(
         [("u1", "A", 1, 0), ("u1", "B", 1, 1), ("u1", "C", 1, 2), ("u1", "E", 2, 0), ("u1", "D", 2, 1),
          ("u2", "A", 1, 0), ("u2", "A", 2, 0)],
@@ -160,8 +221,11 @@ def test_with_sessions_gap_boundary_ties_and_positions(spark):
     )
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
     # the gap is configurable
-    wider = df.transform(L.with_sessions, 1201).where(F.col("user_id") == "u1")
+    wider = df.transform(O.with_sessions, 1201).where(F.col("user_id") == "u1")
     assert {r["session_seq"] for r in wider.collect()} == {1}
+    for gap_seconds in (1200, 1201):
+        assert_fused_pass_matches_oracle(df, drop_untracked=False, gap_seconds=gap_seconds, min_sessions=0)
+    assert_fused_pass_matches_oracle(df, gap_seconds=0, min_sessions=2)
 
 
 @pytest.mark.spark
@@ -181,8 +245,8 @@ def test_with_session_flags_one_pass_with_ineligible_rows_and_duplicates(spark):
         [(u, at(s), "a1", "Artist", t, n, e) for u, s, t, n, e in rows],
         PLAYS_DDL + ", is_eligible boolean",
     ).withColumn("reason", F.lit(None).cast("string"))
-    flagged = df.transform(L.with_session_flags, 1200, eligible_col="is_eligible").transform(
-        L.with_level, 2, drop_untracked=True
+    flagged = df.transform(S.with_session_flags, 1200, eligible_col="is_eligible").transform(
+        S.with_level, 2, drop_untracked=True
     )
     result = flagged.select("user_id", "track_name", "is_duplicate", "session_seq", "position", "user_sessions", "level")
     expected = spark.createDataFrame(
@@ -194,10 +258,10 @@ def test_with_session_flags_one_pass_with_ineligible_rows_and_duplicates(spark):
         "user_id string, track_name string, is_duplicate boolean, session_seq int, position int, user_sessions int, level int",
     )
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
-    # the same plays through the small stage functions give the same sessions
+    # the same plays through the oracle's stages give the same sessions
     staged = (
-        df.where("is_eligible").drop("is_eligible", "reason").transform(L.drop_duplicate_plays)
-        .transform(L.with_sessions, 1200).select("track_name", "session_seq", "position")
+        df.where("is_eligible").drop("is_eligible", "reason").transform(O.drop_duplicate_plays)
+        .transform(O.with_sessions, 1200).select("track_name", "session_seq", "position")
     )
     from_flags = result.where("level = 5").select("track_name", "session_seq", "position")
     assert_df_equality(staged, from_flags, ignore_row_order=True, ignore_nullable=True)
@@ -207,24 +271,48 @@ def test_with_session_flags_one_pass_with_ineligible_rows_and_duplicates(spark):
 def test_filter_users_by_sessions_keeps_exactly_six(spark):
     rows = [("six", i * 10_000, "t1", "A") for i in range(6)] + [("five", i * 10_000, "t1", "A") for i in range(5)]
     rows += [("five", 4 * 10_000 + 60, "t2", "B")]  # a second play in the 5th session is not a 6th session
-    df = plays(spark, rows).transform(L.with_sessions, 1200)
-    kept = df.transform(L.filter_users_by_sessions, 6)
+    df = plays(spark, rows).transform(O.with_sessions, 1200)
+    kept = df.transform(O.filter_users_by_sessions, 6)
     assert {r["user_id"] for r in kept.collect()} == {"six"} and kept.count() == 6
-    assert df.transform(L.filter_users_by_sessions, 5).select("user_id").distinct().count() == 2
+    assert df.transform(O.filter_users_by_sessions, 5).select("user_id").distinct().count() == 2
+    for min_sessions in (5, 6):
+        assert_fused_pass_matches_oracle(plays(spark, rows), min_sessions=min_sessions)
 
 
 @pytest.mark.spark
 def test_with_session_id_unique_and_deterministic(spark):
     df = plays(spark, [("ub", 0, "t1", "A"), ("ub", 5000, "t1", "A"), ("ua", 0, "t1", "A")]).transform(
-        L.with_sessions, 1200
+        O.with_sessions, 1200
     )
-    ranks_df = L.user_ranks(df)
-    result = df.transform(L.with_session_id, ranks_df).select("user_id", "session_seq", "session_id")
+    ranks_df = S.user_ranks(df)
+    result = df.transform(S.with_session_id, ranks_df).select("user_id", "session_seq", "session_id")
     expected = spark.createDataFrame(
         [("ua", 1, (1 << 32) + 1), ("ub", 1, (2 << 32) + 1), ("ub", 2, (2 << 32) + 2)],
         "user_id string, session_seq int, session_id long",
     )
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(df.transform(O.with_session_id).select("user_id", "session_seq", "session_id"), expected,
+                       ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.spark
+def test_fused_pass_matches_oracle_on_mixed_plays(spark):
+    """Rejected lines, untracked plays, duplicates (tracked and untracked, also with null names), ties, a time
+    window and the user filter together, under several settings: the fused pass and the oracle agree."""
+    rows = [
+        ("u1", 0, "t1", "A"), ("u1", 0, "t1", "A"), ("u1", 0, "t1", "A (live)"), ("u1", 0, None, "A"),
+        ("u1", 30, None, None), ("u1", 30, None, None), ("u1", 60, "t2", "B"), ("u1", None, "t3", "bad line"),
+        ("u1", 1300, "t2", "B"), ("u1", 2600, "t3", "C"), ("u1", 2600, None, "C"), ("u1", 9000, "t4", "D"),
+        ("u2", 100, "t1", "A"), ("u2", 100, "t1", "A"), ("u2", 5000, None, "X"), ("u2", 9000, "t5", "E"),
+        ("u3", 7000, None, "Y"), ("u3", 7000, None, "Y"),
+    ]
+    df = plays(spark, rows)
+    for settings in (
+        {"min_sessions": 3}, {"drop_untracked": False, "min_sessions": 2},
+        {"drop_duplicates": False, "start": at(30), "end": at(9000), "min_sessions": 1},
+        {"drop_untracked": False, "drop_duplicates": False, "gap_seconds": 0, "min_sessions": 0},
+    ):
+        assert_fused_pass_matches_oracle(df, **settings)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -237,7 +325,7 @@ def test_with_parsed_tags_and_rejects(spark):
         [("traid\ttag\tcount",), ("t1\t Rock \t100",), ("t1\tpop\tlots",), ("t2\t\t5",), ("t3\tjazz",), (None,)],
         "value string",
     )
-    result = lines_df.transform(L.with_parsed_tags, header).select("traid", "tag", "count", "reason")
+    result = lines_df.transform(P.with_parsed_tags, header).select("traid", "tag", "count", "reason")
     expected = spark.createDataFrame(
         [("t1", "rock", 100, None), ("t1", "pop", None, "count is not an integer"), ("t2", None, 5, "missing tag"),
          ("t3", "jazz", None, "wrong number of fields (expected 3 tab-separated)")],
@@ -253,12 +341,12 @@ def test_with_top_tags_k_ties_duplicates_and_min_weight(spark):
          ("t2", "metal", 3), ("t2", "80s", 1), ("t3", "x", None)],
         "traid string, tag string, count int",
     )
-    result = tags_df.transform(L.with_top_tags, 3)
+    result = tags_df.transform(T.with_top_tags, 3)
     expected = spark.createDataFrame(
         [("t1", ["rock", "pop", "indie"]), ("t2", ["metal", "80s"])], "track_id string, tags array<string>"
     )
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
-    heavy = tags_df.transform(L.with_top_tags, 3, min_weight=3)
+    heavy = tags_df.transform(T.with_top_tags, 3, min_weight=3)
     assert {r["track_id"]: r["tags"] for r in heavy.collect()} == {"t1": ["rock", "pop", "indie"], "t2": ["metal"]}
 
 
@@ -266,9 +354,9 @@ def test_with_top_tags_k_ties_duplicates_and_min_weight(spark):
 def test_apply_tag_policy_drop_or_keep(spark):
     df = plays(spark, [("u1", 0, "t1", "A"), ("u1", 10, "t2", "B"), ("u1", 20, None, "C")])
     song_tags_df = spark.createDataFrame([("t1", ["rock"])], "track_id string, tags array<string>")
-    dropped = df.transform(L.apply_tag_policy, song_tags_df, drop_untagged=True)
+    dropped = df.transform(T.apply_tag_policy, song_tags_df, drop_untagged=True)
     assert [r["track_name"] for r in dropped.collect()] == ["A"]
-    assert df.transform(L.apply_tag_policy, song_tags_df, drop_untagged=False).count() == 3
+    assert df.transform(T.apply_tag_policy, song_tags_df, drop_untagged=False).count() == 3
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -281,7 +369,7 @@ def test_build_song_lookup_pads_and_oov_tags(spark):
     song_tags_df = spark.createDataFrame(
         [("t1", ["pop", "rock", "rare"]), ("t2", ["rock"]), ("t9", ["pop"])], "track_id string, tags array<string>"
     )
-    result = L.build_song_lookup(song_vocab_df, song_tags_df, tag_vocab_df, 4)
+    result = T.build_song_lookup(song_vocab_df, song_tags_df, tag_vocab_df, 4)
     expected = spark.createDataFrame(
         [("t1", 2, [3, 2, 1, 0]), ("t2", 3, [2, 0, 0, 0]), ("t3", 4, [0, 0, 0, 0])],
         "track_id string, song_idx int, tags array<int>",
@@ -303,7 +391,7 @@ def test_build_sessions_order_cut_min_length_and_tags(spark):
         [("t1", 2, [5, 0]), ("t2", 3, [6, 5]), ("t3", 4, [0, 0])], "track_id string, song_idx int, tags array<int>"
     )
     user_vocab_df = spark.createDataFrame([("u1", 2, 4), ("u2", 3, 2)], VOCAB_SCHEMA)
-    result = L.build_sessions(seq_df, lookup_df, user_vocab_df, min_length=2, max_length=2, top_k=2)
+    result = Q.build_sessions(seq_df, lookup_df, user_vocab_df, min_length=2, max_length=2, top_k=2)
     expected = spark.createDataFrame(
         [(10, 2, at(0), [2, 3], [5, 0, 6, 5], 2), (20, 3, at(100), [3, 1], [6, 5, 0, 0], 2)],
         "session_id long, user_idx int, start_ts timestamp, songs array<int>, song_tags array<int>, length int",
@@ -318,24 +406,24 @@ def test_split_by_time_every_test_session_starts_after_every_train_session(spark
     sessions_df = spark.createDataFrame(
         [(i, at(s * 3600)) for i, s in enumerate(starts)], "session_id long, start_ts timestamp"
     )
-    valid_start, test_start = L.split_cutoffs(sessions_df, 0.1, 0.1)
-    split_df = sessions_df.transform(L.with_split, valid_start, test_start)
+    valid_start, test_start = Q.split_cutoffs(sessions_df, 0.1, 0.1)
+    split_df = sessions_df.transform(Q.with_split, valid_start, test_start)
     rows = split_df.collect()
-    by_split = {s: [r["start_ts"] for r in rows if r["split"] == s] for s in L.SPLITS}
+    by_split = {s: [r["start_ts"] for r in rows if r["split"] == s] for s in SPLITS}
     assert all(by_split.values())
     assert max(by_split["train"]) < min(by_split["valid"]) <= max(by_split["valid"]) < min(by_split["test"])
     boundary = [r["split"] for r in rows if r["start_ts"] == at(16 * 3600)]
     assert len(set(boundary)) == 1  # ties at a boundary stay together
     assert len(by_split["train"]) in (15, 16, 17)
     # no valid split: train directly before test
-    v, t = L.split_cutoffs(sessions_df, 0.0, 0.25)
-    only = sessions_df.transform(L.with_split, v, t, has_valid=False).collect()
+    v, t = Q.split_cutoffs(sessions_df, 0.0, 0.25)
+    only = sessions_df.transform(Q.with_split, v, t, has_valid=False).collect()
     assert {r["split"] for r in only} == {"train", "test"}
     assert max(r["start_ts"] for r in only if r["split"] == "train") < min(
         r["start_ts"] for r in only if r["split"] == "test"
     )
     # None case: no sessions at all
-    assert L.split_cutoffs(sessions_df.limit(0), 0.1, 0.1) == (None, None)
+    assert Q.split_cutoffs(sessions_df.limit(0), 0.1, 0.1) == (None, None)
 
 
 @pytest.mark.spark
@@ -351,11 +439,13 @@ def test_first_last_eligible_for_month_windows(spark, tmp_path):
         "u2\t2008-06-01T00:00:00Z\ta\tA\t\tuntracked, later\n",
         encoding="utf-8",
     )
-    cfg = L.resolve_config({"window": {"first_months": 1}})
-    first, last = L._first_last_eligible(spark, path, cfg, None, None)
+    cfg = resolve_config({"window": {"first_months": 1}})
+    first, last = S.first_last_eligible(P.read_plays(spark, path), drop_untracked=cfg.clean.drop_untracked,
+                                        start=None, end=None)
     assert (first, last) == (dt.datetime(2008, 2, 1), dt.datetime(2008, 5, 20, 12))
-    assert L.window_bounds(cfg["window"], first, last) == (None, dt.datetime(2008, 3, 1))
-    keep_all = L.resolve_config({"clean": {"drop_untracked": False}, "window": {"last_months": 1}})
-    first, last = L._first_last_eligible(spark, path, keep_all, None, None)
+    assert cfg.window.bounds(first, last) == (None, dt.datetime(2008, 3, 1))
+    keep_all = resolve_config({"clean": {"drop_untracked": False}, "window": {"last_months": 1}})
+    first, last = S.first_last_eligible(P.read_plays(spark, path), drop_untracked=keep_all.clean.drop_untracked,
+                                        start=None, end=None)
     assert (first, last) == (dt.datetime(2008, 1, 31, 10), dt.datetime(2008, 6, 1))
-    assert L.window_bounds(keep_all["window"], first, last) == (dt.datetime(2008, 5, 1), None)
+    assert keep_all.window.bounds(first, last) == (dt.datetime(2008, 5, 1), None)

@@ -142,7 +142,7 @@ def test_generated_outputs_follow_the_contract(first_run, generated_input):
 def test_petastorm_reads_every_split(first_run):
     """Through the project's loader (Petastorm make_batch_reader + a TransformSpec that pads the ragged lists)."""
     pytest.importorskip("petastorm")
-    from musicrec.loader import iter_row_groups
+    from musicrec.data import iter_row_groups
 
     manifest = json.loads((first_run / "_MANIFEST.json").read_text())
     for split in SPLITS:

@@ -284,8 +284,8 @@ def test_bad_input_exit_2_and_previous_output_untouched(first_run, lastfm_input,
 def test_bad_input_in_process_names_file_and_column(spark, first_run, lastfm_input, tmp_path):
     """run_job directly (no JVM start per case): empty file, missing tags column, missing plays file, a tags file
     required but absent, more malformed lines than allowed; each names the file and leaves OUT untouched."""
-    from musicrec.features.common import InputError
     from musicrec.features.lastfm import run_job
+    from musicrec.io import InputError
 
     input_dir, _ = lastfm_input
     out = tmp_path / "out"

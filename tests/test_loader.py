@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from musicrec.loader import Data, DataConfig, DataError, ShuffleBuffer, read_manifest
+from musicrec.data import Data, DataConfig, DataError, ShuffleBuffer, read_manifest
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from musicrec.metrics import (
+    batch_rows,
     binary_metrics,
+    mask_special,
     means_from_sums,
     ranking_metrics,
     ranking_sums,
@@ -126,3 +128,15 @@ def test_binary_metrics_clips_and_handles_one_class():
     with pytest.raises(ValueError, match="outside"):
         binary_metrics([0, 1], [-1.0, 2.0], from_logits=False)
     assert math.isnan(binary_metrics([], [])["auc"])
+
+
+def test_mask_special_and_batch_rows():
+    scores = torch.arange(8, dtype=torch.float64).view(2, 4)
+    masked = mask_special(scores)
+    assert masked.dtype == torch.float32 and torch.isneginf(masked[:, :2]).all()
+    assert masked[:, 2:].tolist() == [[2.0, 3.0], [6.0, 7.0]] and scores[0, 0] == 0.0  # a copy
+    one = torch.ones(5)
+    assert mask_special(one, inplace=True) is one and torch.isneginf(one[:2]).all() and one[2:].tolist() == [1.0] * 3
+    assert batch_rows({"songs": torch.zeros(3, 7), "lengths": torch.ones(3)}) == 3
+    with pytest.raises(ValueError, match="empty batch"):
+        batch_rows({})

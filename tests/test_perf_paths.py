@@ -13,19 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from musicrec.loader import (
-    Data,
-    DataConfig,
-    DataError,
-    _concat,
-    _prefetched,
-    _RowGroupAsOneRow,
-    _unpack_row,
-    pad_lists,
-)
+from musicrec.config import ConfigError, typed
+from musicrec.data import Data, DataConfig, DataError
+from musicrec.data.batching import _concat, _prefetched
+from musicrec.data.reader import _RowGroupAsOneRow, _unpack_row, pad_lists
 from musicrec.models import build_model
 from musicrec.models.gru import GRUConfig, SessionGRU
-from musicrec.training import TrainConfig, fit
+from musicrec.train import TrainConfig, fit
 
 pytestmark = pytest.mark.unit
 
@@ -176,7 +170,7 @@ def test_cached_and_prefetched_epochs_equal_plain_epochs(kkbox_dir, lastfm_dir, 
         expected = _epochs(plain, loaders(plain))
         got = _epochs(fast, loaders(fast))  # epochs 2.. replay the cache (the first pass filled it)
         _assert_same(got, expected)
-        assert fast._cache and not plain._cache
+        assert fast.cache.kept and not plain.cache.kept
 
 
 def test_cache_over_budget_is_not_kept_and_epochs_stay_exact(kkbox_dir):
@@ -184,7 +178,7 @@ def test_cache_over_budget_is_not_kept_and_epochs_stay_exact(kkbox_dir):
     tiny = Data(kkbox_dir, "rows", DataConfig(batch_size=32, shuffle_buffer=64, cache_mb=0.001), seed=1)  # ~1 kB
     _assert_same(_epochs(tiny, [tiny.train_loader(0), tiny.train_loader(0)]),
                  _epochs(data, [data.train_loader(0), data.train_loader(0)]))
-    assert not tiny._cache and tiny._too_big
+    assert not tiny.cache.kept and tiny.cache.too_big
 
 
 def test_a_stopped_epoch_is_not_cached_and_its_reader_thread_ends(kkbox_dir):
@@ -195,7 +189,7 @@ def test_a_stopped_epoch_is_not_cached_and_its_reader_thread_ends(kkbox_dir):
             break
     leftover = [t for t in threading.enumerate() if t.ident not in before and t.name == "musicrec-loader"]
     assert not leftover, "the prefetch thread must end when the consumer stops"
-    assert not data._cache, "an incomplete pass must not be cached"
+    assert not data.cache.kept, "an incomplete pass must not be cached"
     ids = np.concatenate([b["row_id"].numpy() for b in data.train_loader(0)])
     assert len(ids) == len(set(ids.tolist())) == 240
 
@@ -230,5 +224,5 @@ def test_fit_sets_the_cpu_threads_from_the_config(kkbox_dir):
         assert torch.get_num_threads() == 1, "num_threads=0 leaves the setting alone"
     finally:
         torch.set_num_threads(previous)
-    with pytest.raises(AssertionError, match="num_threads"):
-        TrainConfig.from_dict({"num_threads": -1})
+    with pytest.raises(ConfigError, match="num_threads"):
+        typed(TrainConfig, {"num_threads": -1}, "train")

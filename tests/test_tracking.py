@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from musicrec.loader import Data, DataConfig, manifest_fingerprint
+from musicrec.data import Data, DataConfig, manifest_fingerprint
+from musicrec.seeding import seed_everything
 from musicrec.tracking import (
     MlflowTracker,
     artifact_root,
@@ -18,9 +19,9 @@ from musicrec.tracking import (
     metric_key,
     resolve_tracking_uri,
 )
-from musicrec.training import TrainConfig, fit, seed_everything
-from tests import fakedata
-from tests.test_training import TinyBinary, TinyConfig
+from musicrec.train import TrainConfig, fit
+import fakedata
+from test_training import TinyBinary, TinyConfig
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):

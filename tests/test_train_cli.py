@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests import fakedata
+import fakedata
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = {  # tiny models and batches so that every run takes a second or two

@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicrec.checkpoint import CheckpointError, Checkpointer, load
+from musicrec.data import Data, DataConfig, manifest_fingerprint
 from musicrec.distributed import SingleProcess, get_backend
-from musicrec.loader import Data, DataConfig, manifest_fingerprint
-from musicrec.training import TrainConfig, _in_lockstep, evaluate, fit, seed_everything
-from tests import fakedata
+from musicrec.seeding import derive_seed, seed_everything
+from musicrec.train import TrainConfig, evaluate, fit
+from musicrec.train.loop import _steps_in_sync
+import fakedata
 
 pytestmark = pytest.mark.unit
 
@@ -220,7 +222,7 @@ def test_evaluate_protocols_with_known_scores():
 
 
 class _TwoWorkers(SingleProcess):
-    """Pretends to be rank 0 of 2; the other worker has ``other`` batches."""
+    """Pretends to be rank 0 of 2; the other worker has ``other`` batches of one row."""
 
     def __init__(self, other):
         self.other = other
@@ -237,8 +239,17 @@ class _TwoWorkers(SingleProcess):
         return x + have
 
 
-def test_lockstep_stops_when_any_worker_runs_out():
-    assert len(list(_in_lockstep(range(5), _TwoWorkers(other=3)))) == 3
-    assert len(list(_in_lockstep(range(2), _TwoWorkers(other=4)))) == 2
-    assert list(_in_lockstep(range(4), SingleProcess())) == [0, 1, 2, 3]
+def test_steps_go_on_while_any_worker_has_a_batch():
+    two_rows = [{"target": torch.zeros(2)}] * 2
+    steps = list(_steps_in_sync(two_rows, _TwoWorkers(other=4)))
+    assert [(batch is None, n_step) for batch, n_step in steps] == [(False, 3), (False, 3), (True, 1), (True, 1)]
+    assert [n for _, n in _steps_in_sync(two_rows * 2, _TwoWorkers(other=1))] == [3, 2, 2, 2]
+    assert [n for _, n in _steps_in_sync(two_rows, SingleProcess())] == [2, 2]
     assert isinstance(get_backend("auto"), SingleProcess)
+
+
+def test_epoch_seed_is_the_one_seed_derivation():
+    """The loop's per-epoch torch seed (derive_seed(seed, epoch, 0x7EA1, bits=32)) is the former epoch_seed."""
+    for seed, epoch in ((42, 0), (0, 3), (2**33 + 5, 7)):
+        former = int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, 0x7EA1]).generate_state(1)[0])
+        assert derive_seed(seed, epoch, 0x7EA1, bits=32) == former

@@ -2,7 +2,8 @@
 
 ``python -m musicrec.datagen {lastfm,kkbox} --out DIR [--scale S] [--seed N]`` (see ``__main__.py``). The two
 generators live in :mod:`musicrec.datagen.lastfm` and :mod:`musicrec.datagen.kkbox`; this module holds what they
-share: deterministic random streams, counter-based hashing, atomic file output and progress lines.
+share: deterministic random streams, counter-based hashing, atomic file output, the KKBOX CSV dialect and
+progress lines.
 
 Determinism: every random draw comes from ``numpy.random.Generator(PCG64(...))`` seeded from ``(seed, stream name,
 index)``, and chunk boundaries depend only on the sizes, never on timing, so one seed gives byte-identical files.
@@ -11,6 +12,7 @@ index)``, and chunk boundaries depend only on the sizes, never on timing, so one
 from __future__ import annotations
 
 import contextlib
+import csv
 import math
 import os
 import sys
@@ -18,11 +20,13 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator, TypeVar
 
 import numpy as np
 
 DATASETS = ("lastfm", "kkbox")
+
+T = TypeVar("T")
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -155,6 +159,13 @@ def check_output_dir(out_dir: str | os.PathLike) -> Path:
     return path
 
 
+def checked_arguments(
+    out_dir: str | os.PathLike, scale: float, sizes_for_scale: Callable[[float], T]
+) -> tuple[Path, T]:
+    """The checked output directory and the sizes for ``scale`` (:func:`check_output_dir`, then :func:`check_scale`)."""
+    return check_output_dir(out_dir), sizes_for_scale(check_scale(scale))
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, text: bool = True) -> Iterator[IO]:
     """Open ``path + '.tmp'`` for writing (UTF-8, LF) and rename it to ``path`` only when the block succeeds."""
@@ -212,6 +223,11 @@ class FileReport:
     def line(self) -> str:
         """One human-readable summary line."""
         return f"{self.name}: {self.rows:,} rows, {self.bytes:,} bytes, {self.seconds:.1f} s"
+
+
+def csv_writer(handle: IO):
+    """The one CSV dialect of all KKBOX files: comma, minimal quoting with doubled quotes, LF."""
+    return csv.writer(handle, lineterminator="\n", quoting=csv.QUOTE_MINIMAL, doublequote=True)
 
 
 def timed_write(path: Path, writer, *args, **kwargs) -> FileReport:

@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from musicrec.columns import RAW, REASON, REJECTED_DIR
+from musicrec.columns import REASON, REJECTED_DIR
 from musicrec.io import AtomicOutput
 
 # Column layout of OUT/rejected/<file>/ (docs/DATA_CONTRACT.md).

@@ -15,12 +15,11 @@ Use::
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from typing import Any, Mapping
 
 import torch
 
+from musicrec.config import ConfigError, typed
 from musicrec.models.dnn import DNN, DNNConfig
 from musicrec.models.gru import GRUConfig, SessionGRU
 from musicrec.models.logreg import LogReg, LogRegConfig
@@ -45,29 +44,20 @@ _NAME_KEYS = ("name",)
 
 
 def make_config(name: str, config: Mapping[str, Any] | None = None):
-    """The dataclass config of model ``name``: ``config`` (a plain dict) merged over the dataclass defaults.
-
-    Unknown keys are a ``ValueError`` naming the key; values are type-checked against the field types (an int is
-    accepted for a float field, a list for a tuple field). A ``name`` key, if present, must equal ``name``.
+    """The dataclass config of model ``name``: ``config`` (a plain dict) merged over the dataclass defaults, typed
+    with ``musicrec.config.typed`` (an unknown key, a value of the wrong type or out of range is a ``ConfigError``
+    naming ``model.<key>``; an int is accepted for a float field, a list for a tuple field). A ``name`` key, if
+    present, must equal ``name``.
     """
     if name not in MODEL_CONFIGS:
         raise ValueError(f"unknown model {name!r}; known models: {sorted(MODEL_CONFIGS)}")
-    cls = MODEL_CONFIGS[name]
     config = dict(config or {})
     for key in _NAME_KEYS:
         if key in config:
             value = config.pop(key)
             if value != name:
-                raise ValueError(f"model config has {key}={value!r} but model {name!r} was requested")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config) - fields)
-    if unknown:
-        raise ValueError(
-            f"unknown key {unknown[0]!r} in the {name!r} model config (all unknown: {unknown}; known: {sorted(fields)})"
-        )
-    kwargs = {key: _coerce(name, key, value, hints[key]) for key, value in config.items()}
-    return cls(**kwargs)
+                raise ConfigError(f"model.{key} = {value!r}, but model {name!r} was requested")
+    return typed(MODEL_CONFIGS[name], config, "model")
 
 
 def build_model(name: str, manifest: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> torch.nn.Module:
@@ -82,36 +72,6 @@ def build_model(name: str, manifest: Mapping[str, Any], config: Mapping[str, Any
 
 # a checkpoint stores (name, dataclasses.asdict(model.config)); rebuilding is the same operation
 model_from_config = build_model
-
-
-def _coerce(model: str, key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against the field type ``hint``; return it converted where the conversion is lossless."""
-    where = f"model {model!r} config key {key!r}"
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
-        (item_type, _ellipsis) = typing.get_args(hint)
-        return tuple(_coerce(model, key, item, item_type) for item in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
 
 
 __all__ = [

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musicrec.columns import PAD_INDEX, TARGET
+from musicrec.columns import NUMERIC, PAD_INDEX, TARGET
+from musicrec.config import require
 
 
 def manifest_vocab_size(manifest: Mapping[str, Any], vocab: str, needed_by: str) -> int:
@@ -55,7 +56,7 @@ def masked_mean_embedding(embedding: nn.Embedding, idx: torch.Tensor) -> torch.T
     return vectors.sum(dim=-2) / count  # (..., D)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DNNConfig:
     embedding_dim: int = 16  # size of every field's embedding
     hidden: tuple[int, ...] = field(default_factory=lambda: (256, 128, 64))  # dense layer widths
@@ -63,10 +64,10 @@ class DNNConfig:
     batch_norm: bool = False  # BatchNorm1d before each ReLU
     share_embeddings: bool = True  # columns that map to the same vocabulary share one table (artist/composer/...)
 
-    def __post_init__(self):
-        assert self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}"
-        assert all(h >= 1 for h in self.hidden), f"hidden widths must be >= 1, got {self.hidden}"
-        assert 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"
+    def check(self) -> None:
+        require(self.embedding_dim >= 1, "model.embedding_dim", self.embedding_dim, "must be >= 1")
+        require(all(h >= 1 for h in self.hidden), "model.hidden", self.hidden, "widths must be >= 1")
+        require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
 
 
 class FeatureEmbeddings(nn.Module):
@@ -171,7 +172,7 @@ class DNN(nn.Module):
             emb = self.embeddings(batch)  # (B, n_fields, D)
             parts.append(emb.flatten(1))  # (B, n_fields * D)
         if self.numeric:
-            x_num = batch["numeric"].float()  # (B, F)
+            x_num = batch[NUMERIC].float()  # (B, F)
             assert x_num.shape[1] == len(self.numeric), f"numeric has {x_num.shape[1]} columns, expected {len(self.numeric)}"
             parts.append(x_num)
         x = torch.cat(parts, dim=1)  # (B, n_fields * D + F)

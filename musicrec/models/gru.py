@@ -14,8 +14,8 @@ weight gradients as three matrix products at the end. Same parameters (``self.gr
 rounding (tests/test_perf_paths.py checks outputs and gradients against ``nn.GRU``).
 
 Logits and the two special indices: ``forward`` returns RAW logits (B, V_song) for every index, which is what
-training needs. ``score_all(batch)`` returns the same logits with index 0 (padding) and 1 (OOV) set to -inf: use it
-for ranking evaluation so neither can be recommended.
+training needs; ranking evaluation masks index 0 (padding) and 1 (OOV) with ``musicrec.metrics.mask_special`` so
+neither can be recommended.
 
 Loss: full-softmax cross-entropy, except in training mode with ``sampled_softmax = S > 0``: then a sampled softmax
 over the target and S negatives shared by the batch, drawn with replacement from the real songs (indices >= 2),
@@ -39,15 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from musicrec.columns import FIRST_TOKEN_INDEX, OOV_INDEX, PAD_INDEX, SONG_TAGS, SONGS
+from musicrec.columns import FIRST_TOKEN_INDEX, LENGTHS, NEXT_SONG, PAD_INDEX, SONG_TAGS, SONGS
+from musicrec.config import require
 from musicrec.models.dnn import manifest_vocab_size, masked_mean_embedding
 
-LENGTHS = "lengths"
-NEXT_SONG = "next_song"
 SAMPLERS = ("uniform", "popularity")
 
 
-@dataclass
+@dataclass(frozen=True)
 class GRUConfig:
     song_dim: int = 64  # song embedding size
     tag_dim: int = 16  # tag embedding size; 0 = no tag input (batch["song_tags"] then unused)
@@ -60,13 +59,14 @@ class GRUConfig:
     clip_grad_norm: float = 5.0  # stored for the training loop, which applies it; 0 = no clipping
     last_step: bool = True  # also feed the last step's GRU output to the output layer (NARM's local encoder)
 
-    def __post_init__(self):
-        assert self.song_dim >= 1 and self.hidden >= 1 and self.attention_dim >= 1 and self.num_layers >= 1
-        assert self.tag_dim >= 0, f"tag_dim must be >= 0, got {self.tag_dim}"
-        assert 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"
-        assert self.sampled_softmax >= 0, f"sampled_softmax must be >= 0, got {self.sampled_softmax}"
-        assert self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {self.sampler!r}"
-        assert self.clip_grad_norm >= 0.0, f"clip_grad_norm must be >= 0, got {self.clip_grad_norm}"
+    def check(self) -> None:
+        for key in ("song_dim", "hidden", "attention_dim", "num_layers"):
+            require(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), "must be >= 1")
+        require(self.tag_dim >= 0, "model.tag_dim", self.tag_dim, "must be >= 0 (0 = no tag input)")
+        require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
+        require(self.sampled_softmax >= 0, "model.sampled_softmax", self.sampled_softmax, "must be >= 0")
+        require(self.sampler in SAMPLERS, "model.sampler", self.sampler, f"must be one of {SAMPLERS}")
+        require(self.clip_grad_norm >= 0.0, "model.clip_grad_norm", self.clip_grad_norm, "must be >= 0")
 
 
 class SessionGRU(nn.Module):
@@ -170,13 +170,8 @@ class SessionGRU(nn.Module):
             return h.index_select(0, row_of.to(x.device)).view(B, T, -1)  # (B, T, 2H)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Raw logits over every song index (B, V_song); see ``score_all`` for evaluation."""
+        """Raw logits over every song index (B, V_song), the padding and OOV columns included."""
         return self.out(self.encode(batch))  # (B, V)
-
-    @torch.no_grad()
-    def score_all(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Logits (B, V_song) with padding (0) and OOV (1) set to -inf, for ranking evaluation (no grad)."""
-        return mask_special(self(batch))
 
     # --- losses ----------------------------------------------------------------------------------------------
     def loss(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
@@ -242,14 +237,6 @@ def _sampled_softmax_loss(
     logits = torch.cat([pos, negs], dim=1)  # (B, 1 + S)
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, labels)
-
-
-def mask_special(scores: torch.Tensor) -> torch.Tensor:
-    """A copy of ``scores`` (B, V) with the padding (0) and OOV (1) columns set to -inf."""
-    scores = scores.clone()
-    scores[:, PAD_INDEX] = float("-inf")
-    scores[:, OOV_INDEX] = float("-inf")
-    return scores
 
 
 class _PackedGRU(torch.autograd.Function):

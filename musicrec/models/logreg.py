@@ -13,16 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musicrec.columns import TARGET
+from musicrec.columns import NUMERIC, TARGET
 from musicrec.models.dnn import FeatureEmbeddings, _vocab_sizes_for, manifest_features
 
 
-@dataclass
+@dataclass(frozen=True)
 class LogRegConfig:
     share_embeddings: bool = True  # columns that map to the same vocabulary share one weight table
-
-    def __post_init__(self):
-        assert isinstance(self.share_embeddings, bool)
 
 
 class LogReg(nn.Module):
@@ -61,7 +58,7 @@ class LogReg(nn.Module):
             w = self.weights(batch)  # (B, n_fields, 1)
             logit = logit + w.sum(dim=(1, 2))  # (B,)
         if self.linear is not None:
-            x_num = batch["numeric"].float()  # (B, F)
+            x_num = batch[NUMERIC].float()  # (B, F)
             assert x_num.shape[1] == len(self.numeric), f"numeric has {x_num.shape[1]} columns, expected {len(self.numeric)}"
             logit = logit + self.linear(x_num).squeeze(-1)  # (B,)
         assert logit.dim() == 1, "LogReg needs at least one per-row feature"

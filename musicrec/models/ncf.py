@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicrec.columns import PAD_INDEX, SONG_IDX, TARGET, USER_IDX
+from musicrec.config import require
 from musicrec.models.dnn import manifest_vocab_size
 
 VARIANTS = ("neumf", "gmf", "mlp")
 
 
-@dataclass
+@dataclass(frozen=True)
 class NCFConfig:
     factors: int = 16  # GMF embedding size (the paper's "predictive factors")
     mlp_layers: tuple[int, ...] = field(default_factory=lambda: (64, 32, 16))  # [concat embedding width, hidden...]
@@ -37,14 +38,15 @@ class NCFConfig:
     variant: str = "neumf"  # "neumf" (both towers), "gmf" or "mlp"
     init_std: float = 0.01  # N(0, init_std) for the embeddings, as in the paper
 
-    def __post_init__(self):
-        assert self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}"
-        assert self.factors >= 1, f"factors must be >= 1, got {self.factors}"
-        assert len(self.mlp_layers) >= 1, "mlp_layers needs at least the concatenated embedding width"
-        assert self.mlp_layers[0] % 2 == 0, f"mlp_layers[0] = {self.mlp_layers[0]} must be even (user ++ item)"
-        assert all(w >= 1 for w in self.mlp_layers), f"mlp_layers must be positive, got {self.mlp_layers}"
-        assert 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"
-        assert self.init_std > 0.0, f"init_std must be > 0, got {self.init_std}"
+    def check(self) -> None:
+        require(self.variant in VARIANTS, "model.variant", self.variant, f"must be one of {VARIANTS}")
+        require(self.factors >= 1, "model.factors", self.factors, "must be >= 1")
+        layers = self.mlp_layers
+        require(len(layers) >= 1, "model.mlp_layers", layers, "needs at least the concatenated embedding width")
+        require(layers[0] % 2 == 0, "model.mlp_layers", layers, "the first width must be even (user ++ item)")
+        require(all(w >= 1 for w in layers), "model.mlp_layers", layers, "widths must be >= 1")
+        require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
+        require(self.init_std > 0.0, "model.init_std", self.init_std, "must be > 0")
 
 
 class NeuMF(nn.Module):
@@ -145,8 +147,3 @@ class NeuMF(nn.Module):
             )
             model.predict.bias.copy_(alpha * gmf.predict.bias + (1.0 - alpha) * mlp.predict.bias)
         return model
-
-
-def neumf_from_pretrained(gmf: NeuMF, mlp: NeuMF, alpha: float = 0.5) -> NeuMF:
-    """Function form of ``NeuMF.from_pretrained``."""
-    return NeuMF.from_pretrained(gmf, mlp, alpha)

@@ -1,6 +1,6 @@
 """The distributed seam: the few collective operations the training loop needs, behind one small interface.
 
-The loop (``musicrec.training``) talks only to a ``Backend``; it never imports Horovod or torch.distributed. A
+The loop (``musicrec.train.loop``) talks only to a ``Backend``; it never imports Horovod or torch.distributed. A
 backend provides:
 
 ==========================================  ==========================================================================
@@ -18,10 +18,11 @@ backend provides:
 ==========================================  ==========================================================================
 
 ``SingleProcess`` is the identity implementation. A multi-worker implementation subclasses ``Backend`` in its own
-module, with a ``detect()`` that recognizes its launcher, and is named in ``MULTI_WORKER`` ("module:Class", imported
-only when ``detect_backend``/``get_backend`` look at it, so Horovod stays optional); ``get_backend("auto")`` (what
-``jobs/train.py`` calls) then picks it. Horovod: ``musicrec.distributed_horovod.HorovodBackend`` (``horovodrun``,
-``horovod.spark.run``); a torch.distributed backend (``torchrun``) would sit beside it.
+module of this package, with a ``detect()`` that recognizes its launcher, and is named in ``MULTI_WORKER``
+("module:Class", imported only when ``detect_backend``/``get_backend`` look at it, so Horovod stays optional);
+``get_backend("auto")`` (what ``musicrec.train.run`` calls) then picks it. Horovod:
+``musicrec.distributed.horovod.HorovodBackend`` (``horovodrun``, ``horovod.spark.run``); a torch.distributed backend
+(``torchrun``) would sit beside it.
 
 What the rest of the code assumes of a multi-worker backend:
 
@@ -37,6 +38,7 @@ What the rest of the code assumes of a multi-worker backend:
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Mapping
 
 import torch
@@ -146,7 +148,7 @@ class SingleProcess(Backend):
 # name -> class of the backends already imported; multi-worker backends are added by ``backend_class`` on first use
 BACKENDS: dict[str, type[Backend]] = {"single": SingleProcess}
 # name -> "module:Class" of the multi-worker backends, in the order ``auto`` tries them (``single`` comes last)
-MULTI_WORKER: dict[str, str] = {"horovod": "musicrec.distributed_horovod:HorovodBackend"}
+MULTI_WORKER: dict[str, str] = {"horovod": "musicrec.distributed.horovod:HorovodBackend"}
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -154,8 +156,6 @@ def backend_class(name: str) -> type[Backend]:
     if name not in BACKENDS:
         if name not in MULTI_WORKER:
             raise ValueError(f"unknown distributed backend {name!r}; known: {['auto', *MULTI_WORKER, 'single']}")
-        import importlib
-
         module_name, class_name = MULTI_WORKER[name].split(":")
         BACKENDS[name] = getattr(importlib.import_module(module_name), class_name)
     return BACKENDS[name]

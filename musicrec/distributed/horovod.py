@@ -1,4 +1,4 @@
-"""Horovod behind the ``musicrec.distributed.Backend`` interface: the ONE module of the project that calls Horovod.
+"""Horovod behind the ``musicrec.distributed.Backend`` interface: the ONE module of the project that imports Horovod.
 
 ``musicrec.distributed.get_backend("auto")`` imports this module lazily and picks ``HorovodBackend`` when the process
 was started by ``horovodrun`` or by ``horovod.spark.run`` (both put ``HOROVOD_RANK`` and ``HOROVOD_SIZE`` in every
@@ -21,6 +21,9 @@ worker's environment). Importing this module does not import Horovod; creating a
 ``barrier``                    ``hvd.barrier()``
 =============================  ==================================================================================
 
+``run_on_spark`` is the driver's side of ``horovod.spark.run`` (jobs/train_on_spark.py): N workers in N Spark tasks,
+their output on the driver, a failed worker reported as a ``WorkerFailure`` naming the rank that failed first.
+
 Failure behaviour (Horovod 0.28.1 + Gloo, measured on this project's machines; see tests/test_distributed.py):
 
 - A worker that EXITS (crash, ``os._exit``, OOM kill): the other workers' Gloo sockets see "connection reset" and
@@ -40,16 +43,17 @@ Failure behaviour (Horovod 0.28.1 + Gloo, measured on this project's machines; s
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from musicrec.distributed import Backend
+from musicrec.distributed.base import Backend
 
 LAUNCHER_ENV = ("HOROVOD_RANK", "HOROVOD_SIZE")  # set for every worker by horovodrun (Gloo) and horovod.spark.run
 DEFAULT_ENV = {"HOROVOD_GLOO_TIMEOUT_SECONDS": "60"}  # Gloo rendezvous and operations (Horovod: 30); slow starts
@@ -58,7 +62,8 @@ WORKER_FAILURE_EXIT_CODE = 3  # a worker that gives up because another one faile
 
 
 class WorkerFailure(RuntimeError):
-    """Another worker died or the collective layer shut down; the message names this worker's rank."""
+    """Another worker died or the collective layer shut down (the message names this worker's rank), or, on the
+    driver of ``run_on_spark``, a worker failed (the message names the rank that failed first)."""
 
 
 class HorovodBackend(Backend):
@@ -195,6 +200,25 @@ class _Watchdog:
                 os._exit(WORKER_FAILURE_EXIT_CODE)
 
 
+def run_on_spark(fn: Callable, args: tuple, *, num_proc: int, start_timeout: int, env: Mapping[str, str]) -> None:
+    """``horovod.spark.run(fn, args)`` on the active SparkSession's executors (Gloo), the workers' output prefixed
+    [rank] on this driver's stdout / stderr; a worker that fails (or a start timeout) -> ``WorkerFailure``."""
+    import horovod.spark
+
+    try:
+        horovod.spark.run(fn, args=args, num_proc=num_proc, start_timeout=start_timeout, use_gloo=True, env=dict(env),
+                          verbose=1, stdout=sys.stdout, stderr=sys.stderr)
+    except Exception as exc:  # Horovod raises RuntimeError naming the first failed process (= rank), or a timeout
+        message = str(exc)
+        found = re.search(r"Process name: (\d+)\s+Exit code: (-?\d+)", message)
+        if found:
+            raise WorkerFailure(f"rank {found.group(1)} failed first (exit status {found.group(2)}); the other workers "
+                                "were stopped. Its output is above; rerun with --resume to continue from the last "
+                                "checkpoint") from exc
+        last = message.strip().splitlines()[-1] if message.strip() else type(exc).__name__
+        raise WorkerFailure(f"Horovod on Spark failed: {last}") from exc
+
+
 def _to_cpu(obj):
     """A copy of a (nested) optimizer state_dict with every tensor on the CPU (for pickling to other workers)."""
     if isinstance(obj, torch.Tensor):
@@ -206,4 +230,4 @@ def _to_cpu(obj):
     return obj
 
 
-__all__ = ["DEFAULT_ENV", "HorovodBackend", "TIMEOUT_ENV", "WORKER_FAILURE_EXIT_CODE", "WorkerFailure"]
+__all__ = ["DEFAULT_ENV", "HorovodBackend", "TIMEOUT_ENV", "WORKER_FAILURE_EXIT_CODE", "WorkerFailure", "run_on_spark"]
