@@ -172,7 +172,7 @@ def test_subprocess_train_resume_and_compare(datasets, tracking, tmp_path, capsy
 def test_compare_picks_by_validation_on_the_newest_data():
     from types import SimpleNamespace as NS
 
-    compare = _job("compare")
+    from musicrec import compare
 
     def run(run_id, model, fp, start, valid, test):
         metrics = {"best_valid_hr_at_10": valid, "test_hr_at_10": test, "test_ndcg_at_10": test / 2}

@@ -169,6 +169,14 @@ class SessionGRU(nn.Module):
             h = torch.cat([h, h.new_zeros(1, h.shape[1])])  # (N + 1, 2H): row N is the padding
             return h.index_select(0, row_of.to(x.device)).view(B, T, -1)  # (B, T, 2H)
 
+    def logits(self, h: torch.Tensor, songs: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """Raw logits of session vectors ``h`` (B, D) (from ``encode``) for some output rows: ``songs`` None = every
+        song (B, V), a slice of indices (B, C), or a 1-D index tensor (B, C). Evaluation scores the vocabulary in
+        chunks with it, so no (B, V) matrix is needed."""
+        if songs is None:
+            return self.out(h)  # (B, V)
+        return h @ self.out.weight[songs].T + self.out.bias[songs]  # (B, C)
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw logits over every song index (B, V_song), the padding and OOV columns included."""
         return self.out(self.encode(batch))  # (B, V)

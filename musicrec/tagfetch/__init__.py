@@ -16,11 +16,13 @@ is that step, made safe to run for days against roughly a million track MBIDs:
 * Output: ``traid\\ttag\\tcount`` with a header (``LASTFM_TAGS_SCHEMA``), one row per (track, tag), tags of a track
   in descending count, at most K per track; written to a temporary file and renamed into place.
 
-The API key is passed in by the caller (``jobs/fetch_tags.py`` reads it from ``LASTFM_API_KEY``). It is sent to the
-API and nowhere else: never written to the cache or the output, and redacted from every message this package prints.
+The API key is passed in by the caller (``cli.main``, i.e. ``jobs/fetch_tags.py``, reads it from ``LASTFM_API_KEY``).
+It is sent to the API and nowhere else: never written to the cache or the output, and redacted from every message
+this package prints.
 
 Modules: ``plays`` (the input MBIDs), ``client`` (pylast, the rate limiter, errors and retries), ``cache`` (the
-JSON-lines cache and the tags file written from it) and ``job`` (:func:`fetch_tags`, the run).
+JSON-lines cache and the tags file written from it), ``job`` (:func:`fetch_tags`, the run) and ``cli`` (the command
+line of ``jobs/fetch_tags.py``: arguments, API key, exit statuses).
 """
 
 from musicrec.tagfetch.cache import (
