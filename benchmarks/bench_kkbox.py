@@ -27,61 +27,13 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
-from measure import disk_io, event_log_profile, system_cpu  # a sibling of this script
+from measure import event_log_profile, run_measured  # a sibling of this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS_kkbox.md"
-
-
-def tree_rss(root: psutil.Process) -> int:
-    """Resident memory of a process and all its descendants, in bytes (processes that vanish are skipped)."""
-    total = 0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return total
-
-
-def tree_cpu(root: psutil.Process, seen: dict[int, float], names: set[str]) -> None:
-    """Remember the CPU seconds (user + system) of every process of the tree (the last value seen per pid) and
-    what runs there (to see whether any Python worker was started)."""
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-            seen[proc.pid] = times.user + times.system
-            names.add(" ".join(proc.cmdline()[:3])[:80])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-
-
-class Sampler(threading.Thread):
-    """Samples the process tree's RSS (peak kept) and CPU seconds until ``stop`` is set."""
-
-    def __init__(self, pid: int, interval: float) -> None:
-        super().__init__(daemon=True)
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.peak_rss = 0
-        self.cpu_seconds: dict[int, float] = {}
-        self.processes: set[str] = set()
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.peak_rss = max(self.peak_rss, tree_rss(self.root))
-                tree_cpu(self.root, self.cpu_seconds, self.processes)
-            except psutil.NoSuchProcess:
-                return
-            self.stop.wait(self.interval)
 
 
 def generate(data: Path, scale: float, seed: int) -> None:
@@ -102,38 +54,27 @@ def run(args: argparse.Namespace) -> dict:
                "--conf", "spark.ui.showConsoleProgress=false", *args.spark_option,
                "jobs/features.py", "kkbox", "--input", str(data), "--output", str(args.out)]
     env = dict(os.environ, MUSICREC_DRIVER_MEMORY=args.driver_memory)
-    load_before = os.getloadavg()
-    print(f"[bench] load average before: {load_before}", flush=True)
+    print(f"[bench] load average before: {os.getloadavg()}", flush=True)
     print("[bench] running:", f"MUSICREC_DRIVER_MEMORY={args.driver_memory}", shlex.join(command), flush=True)
-    cpu_before, io_before = system_cpu(), disk_io()
-    started = time.time()
-    with open(args.log, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
-        sampler = Sampler(proc.pid, args.interval)
-        sampler.start()
-        stdout = proc.communicate()[0]
-        sampler.stop.set()
-        sampler.join()
-    wall = time.time() - started
-    cpu_after, io_after = system_cpu(), disk_io()
-    load_after = os.getloadavg()
+    run = run_measured(command, cwd=REPO, env=env, stderr_path=Path(args.log), interval=args.interval)
+    stdout = run["output"]
     Path(args.log).with_suffix(".stdout").write_text(stdout, encoding="utf-8")
-    if proc.returncode != 0:
-        raise SystemExit(f"[bench] the job failed with exit status {proc.returncode}; see {args.log}")
+    if run["returncode"] != 0:
+        raise SystemExit(f"[bench] the job failed with exit status {run['returncode']}; see {args.log}")
     summary = json.loads(stdout[stdout.rindex("\n{") + 1:]) if "\n{" in stdout else {}  # the last JSON block
     return {
         "bench_command": shlex.join([".venv/bin/python", "benchmarks/bench_kkbox.py", *args.argv]),
         "command": f"MUSICREC_DRIVER_MEMORY={args.driver_memory} {shlex.join(command)}",
-        "wall_s": round(wall, 1),
-        "peak_rss_gib": round(sampler.peak_rss / 2**30, 2),
-        "cpu_s": round(sum(sampler.cpu_seconds.values()), 1),
-        "load_before": [round(x, 2) for x in load_before],
-        "load_after": [round(x, 2) for x in load_after],
+        "wall_s": round(run["seconds"], 1),
+        "peak_rss_gib": round(run["peak_rss"] / 2**30, 2),
+        "cpu_s": round(run["cpu_seconds"], 1),
+        "load_before": [round(x, 2) for x in run["load_before"]],
+        "load_after": [round(x, 2) for x in run["load_after"]],
         "cpus": os.cpu_count(),
-        "system_cpu_s": {k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_before},
-        "disk_read_gib": round((io_after[0] - io_before[0]) / 2**30, 2),
-        "disk_written_gib": round((io_after[1] - io_before[1]) / 2**30, 2),
-        "processes": sorted(sampler.processes),
+        "system_cpu_s": {k: round(v, 1) for k, v in run["system"].items()},
+        "disk_read_gib": round(run["disk_read"] / 2**30, 2),
+        "disk_written_gib": round(run["disk_written"] / 2**30, 2),
+        "processes": run["processes"],
         "steps_s": summary.get("seconds", {}),
         "row_counts": summary.get("row_counts", {}),
         "vocab_sizes": summary.get("vocab_sizes", {}),

@@ -27,72 +27,23 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
 
-from measure import disk_io, event_log_profile, system_cpu  # a sibling of this script
+from measure import event_log_profile, run_measured  # a sibling of this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS_lastfm.md"
 PLAYS_FILE = "userid-timestamp-artid-artname-traid-traname.tsv"
 
 
-class TreeSampler(threading.Thread):
-    """Peak RSS and CPU seconds of a process and all its descendants, sampled every ``interval`` seconds."""
-
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
-        super().__init__(daemon=True)
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.peak_rss = 0
-        self._cpu: dict[int, float] = {}
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            rss = 0
-            for proc in procs:
-                try:
-                    rss += proc.memory_info().rss
-                    times = proc.cpu_times()
-                    self._cpu[proc.pid] = times.user + times.system + times.children_user + times.children_system
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-            self.peak_rss = max(self.peak_rss, rss)
-            self.done.wait(self.interval)
-
-    @property
-    def cpu_seconds(self) -> float:
-        return sum(self._cpu.values())
-
-
-def run_measured(command: list[str], *, env: dict | None = None, log_path: Path | None = None) -> dict:
-    """Run ``command``; return wall seconds, peak tree RSS, CPU seconds, exit code and stdout, and the machine-wide
-    CPU (busy / iowait / idle seconds, all cores) and disk bytes over the same interval, so that what the run got
-    of the 2 cores, and what other users took, can be judged."""
-    cpu_before, io_before = system_cpu(), disk_io()
-    started = time.time()
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sampler = TreeSampler(proc.pid)
-    sampler.start()
-    output = proc.communicate()[0]
-    wall = time.time() - started
-    sampler.done.set()
-    sampler.join()
-    cpu_after, io_after = system_cpu(), disk_io()
-    if log_path:
-        log_path.write_text(output)
-    return {"seconds": wall, "peak_rss": sampler.peak_rss, "cpu_seconds": sampler.cpu_seconds,
-            "returncode": proc.returncode, "output": output,
-            "system": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
-            "disk_read": io_after[0] - io_before[0], "disk_written": io_after[1] - io_before[1]}
+def run_logged(command: list[str], log_path: Path) -> dict:
+    """``measure.run_measured`` from the repository root, its output also written to ``log_path``."""
+    result = run_measured(command, cwd=REPO)
+    log_path.write_text(result["output"])
+    return result
 
 
 def ensure_data(data_dir: Path, scale: float, seed: int) -> Path:
@@ -140,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         spark_cmd += ["--conf", item]
     spark_cmd += ["jobs/features.py", "lastfm", "--input", str(data), "--output", str(args.out / "spark")]
     print(f"[bench] {shlex.join(spark_cmd)}", flush=True)
-    spark = run_measured(spark_cmd, log_path=args.out / "spark.log")
+    spark = run_logged(spark_cmd, args.out / "spark.log")
     if spark["returncode"] != 0:
         print(spark["output"][-5000:], file=sys.stderr)
         return 1
@@ -151,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     duck_cmd = [sys.executable, "benchmarks/duckdb_lastfm.py", "--input", str(data / PLAYS_FILE),
                 "--output", str(args.out / "duckdb"), "--threads", str(args.threads)]
     print(f"[bench] {shlex.join(duck_cmd)}", flush=True)
-    duck = run_measured(duck_cmd, log_path=args.out / "duckdb.log")
+    duck = run_logged(duck_cmd, args.out / "duckdb.log")
     if duck["returncode"] != 0:
         print(duck["output"][-5000:], file=sys.stderr)
         return 1
