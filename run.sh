@@ -5,7 +5,7 @@
 #   ./run.sh test [pytest options]     set up, then run the test suite
 #   ./run.sh setup                     only set up
 #   ./run.sh mlflow-ui [--port N]      the MLflow UI on the project's tracking store, bound to 127.0.0.1
-#   ./run.sh python|spark-submit|horovodrun|mlflow ARGS...   run a tool from the environment
+#   ./run.sh python|spark-submit|horovodrun|torchrun|mlflow ARGS...   run a tool from the environment
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
@@ -18,7 +18,7 @@ case "$cmd" in
   mlflow-ui)
          bash scripts/setup.sh && exec "$ROOT/.venv/bin/mlflow" ui --backend-store-uri "sqlite:///$ROOT/mlflow.db" \
            --host "${MLFLOW_HOST:-127.0.0.1}" --port "${MLFLOW_PORT:-5000}" "$@" ;;
-  python|spark-submit|horovodrun|mlflow|pytest)
+  python|spark-submit|horovodrun|torchrun|mlflow|pytest)
          bash scripts/setup.sh && PATH="$ROOT/.venv/bin:$PATH" exec "$ROOT/.venv/bin/$cmd" "$@" ;;
   help|-h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) echo "run.sh: unknown command '$cmd' (try ./run.sh help)" >&2; exit 2 ;;

@@ -21,8 +21,8 @@ backend provides:
 module of this package, with a ``detect()`` that recognizes its launcher, and is named in ``MULTI_WORKER``
 ("module:Class", imported only when ``detect_backend``/``get_backend`` look at it, so Horovod stays optional);
 ``get_backend("auto")`` (what ``musicrec.train.run`` calls) then picks it. Horovod:
-``musicrec.distributed.horovod.HorovodBackend`` (``horovodrun``, ``horovod.spark.run``); a torch.distributed backend
-(``torchrun``) would sit beside it.
+``musicrec.distributed.horovod.HorovodBackend`` (``horovodrun``, ``horovod.spark.run``), then torch.distributed:
+``musicrec.distributed.torch_dist.TorchBackend`` (``torchrun``, Spark's ``TorchDistributor``).
 
 What the rest of the code assumes of a multi-worker backend:
 
@@ -43,6 +43,8 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from musicrec.optim import clip_grad_norm as clip_gradients  # the name clip_grad_norm is optimizer_step's argument
 
 
 class Backend:
@@ -93,16 +95,17 @@ class Backend:
         parameters,
         clip_grad_norm: float | None,
     ) -> None:
-        """Unscale (when a GradScaler is active), clip the global gradient norm when ``clip_grad_norm`` > 0, step."""
+        """Unscale (when a GradScaler is active), clip the global gradient norm when ``clip_grad_norm`` > 0 (sparse
+        gradients included, ``musicrec.optim.clip_grad_norm``), step."""
         if scaler is not None and scaler.is_enabled():
             if clip_grad_norm:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+                clip_gradients(parameters, clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
             return
         if clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+            clip_gradients(parameters, clip_grad_norm)
         optimizer.step()
 
 
@@ -148,7 +151,8 @@ class SingleProcess(Backend):
 # name -> class of the backends already imported; multi-worker backends are added by ``backend_class`` on first use
 BACKENDS: dict[str, type[Backend]] = {"single": SingleProcess}
 # name -> "module:Class" of the multi-worker backends, in the order ``auto`` tries them (``single`` comes last)
-MULTI_WORKER: dict[str, str] = {"horovod": "musicrec.distributed.horovod:HorovodBackend"}
+MULTI_WORKER: dict[str, str] = {"horovod": "musicrec.distributed.horovod:HorovodBackend",
+                                "torch": "musicrec.distributed.torch_dist:TorchBackend"}
 
 
 def backend_class(name: str) -> type[Backend]:

@@ -15,11 +15,23 @@ worker's environment). Importing this module does not import Horovod; creating a
                                and applies weight decay, so 2 workers would no longer start where 1 worker starts.
 ``wrap_optimizer``             ``hvd.DistributedOptimizer(named_parameters=..., op=hvd.Average)``, then the wrapped
                                optimizer's state (Horovod builds a new optimizer with an empty state; on
-                               ``--resume`` it would lose Adam's moments)
+                               ``--resume`` it would lose Adam's moments); a ``musicrec.optim.CompositeOptimizer``
+                               (sparse tables) gets one DistributedOptimizer per part, over that part's parameters
 ``optimizer_step``             ``synchronize()`` -> (AMP unscale) -> clip the averaged gradients ->
                                ``step()`` under ``skip_synchronize()``, the order Horovod's docs give for clipping
 ``barrier``                    ``hvd.barrier()``
 =============================  ==================================================================================
+
+Sparse gradients (the big tables with ``model.sparse: true``): Horovod 0.28.1 averages a sparse gradient by
+``allgather``-ing its indices and values from every worker and dividing the values by the number of workers
+(``horovod/torch/mpi_ops.py: sparse_allreduce_async``; the rows stay duplicated until the optimizer coalesces them),
+unless ``DistributedOptimizer(sparse_as_dense=True)``, which densifies and allreduces it. Allgather is kept here
+(benchmarks/RESULTS_step.md, 2 workers on one host, the GRU at 718k songs): it moves each worker's touched rows, 3.2
+MiB per step in 0.017 s, where the dense allreduce moves the whole tables, 1,756 MiB in 5.1 s; at the demo's 2k songs
+the two cost the same (0.014 s / 0.011 s). Dense allreduce would only win once workers x touched rows approached the
+tables' rows. A worker that steps without a batch gets empty sparse gradients
+(``musicrec.optim.fill_missing_sparse_grads``): Horovod would otherwise give a parameter without a gradient a dense
+zero one, which cannot meet the others' allgather.
 
 ``run_on_spark`` is the driver's side of ``horovod.spark.run`` (jobs/train_on_spark.py): N workers in N Spark tasks,
 their output on the driver, a failed worker reported as a ``WorkerFailure`` naming the rank that failed first.
@@ -53,17 +65,21 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from musicrec.config import ConfigError
 from musicrec.distributed.base import Backend
+from musicrec.distributed.common import (
+    TIMEOUT_ENV,
+    WORKER_FAILURE_EXIT_CODE,
+    WorkerFailure,
+    collective_timeout_s,
+    first_failure,
+    pack_sums,
+    state_to_cpu,
+)
+from musicrec.optim import CompositeOptimizer, fill_missing_sparse_grads
 
 LAUNCHER_ENV = ("HOROVOD_RANK", "HOROVOD_SIZE")  # set for every worker by horovodrun (Gloo) and horovod.spark.run
 DEFAULT_ENV = {"HOROVOD_GLOO_TIMEOUT_SECONDS": "60"}  # Gloo rendezvous and operations (Horovod: 30); slow starts
-TIMEOUT_ENV, DEFAULT_TIMEOUT_S = "MUSICREC_COLLECTIVE_TIMEOUT_S", 600.0  # the watchdog's limit on one collective
-WORKER_FAILURE_EXIT_CODE = 3  # a worker that gives up because another one failed or hangs
-
-
-class WorkerFailure(RuntimeError):
-    """Another worker died or the collective layer shut down (the message names this worker's rank), or, on the
-    driver of ``run_on_spark``, a worker failed (the message names the rank that failed first)."""
 
 
 class HorovodBackend(Backend):
@@ -78,11 +94,14 @@ class HorovodBackend(Backend):
     def __init__(self) -> None:
         for key, value in DEFAULT_ENV.items():
             os.environ.setdefault(key, value)
-        import horovod.torch as hvd
-
+        try:
+            import horovod.torch as hvd
+        except ImportError as exc:  # e.g. a profile without Horovod
+            raise ConfigError(f"the Horovod backend cannot be used here: {exc}; use torchrun "
+                              "(--backend torch)") from exc
         hvd.init()
         self._hvd = hvd
-        self._watchdog = _Watchdog(hvd.rank(), hvd.size(), float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
+        self._watchdog = _Watchdog(hvd.rank(), hvd.size(), collective_timeout_s())
 
     # --- who am I ---------------------------------------------------------------------------------------------------
     @property
@@ -117,21 +136,9 @@ class HorovodBackend(Backend):
 
     def allreduce_sum(self, x: torch.Tensor | Mapping[str, Any]) -> torch.Tensor | dict[str, Any]:
         if isinstance(x, Mapping):
-            keys = sorted(x)  # the same layout on every worker
-            parts = [torch.as_tensor(x[k]).detach().to("cpu", torch.float64).reshape(-1) for k in keys]
-            flat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+            flat, unpack = pack_sums(x)
             with self._failures("allreduce"):
-                total = self._hvd.allreduce(flat, op=self._hvd.Sum)
-            out, offset = {}, 0
-            for key, part in zip(keys, parts):
-                value = total[offset: offset + part.numel()]
-                offset += part.numel()
-                original = x[key]
-                if isinstance(original, torch.Tensor):
-                    out[key] = value.reshape(original.shape).to(original.device, original.dtype)
-                else:
-                    out[key] = float(value[0]) if value.numel() == 1 else value.tolist()
-            return {key: out[key] for key in x}
+                return unpack(self._hvd.allreduce(flat, op=self._hvd.Sum))
         with self._failures("allreduce"):
             total = self._hvd.allreduce(x.detach().cpu(), op=self._hvd.Sum)
         return total.to(x.device)
@@ -145,15 +152,21 @@ class HorovodBackend(Backend):
             self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
             if optimizer is not None:
                 # name: the default is the object's type name, which differs between the root (dict) and the others
-                state = self._hvd.broadcast_object(_to_cpu(optimizer.state_dict()) if self.is_root else None,
+                state = self._hvd.broadcast_object(state_to_cpu(optimizer.state_dict()) if self.is_root else None,
                                                    root_rank=0, name="musicrec.optimizer_state")
                 if not self.is_root:
                     optimizer.load_state_dict(state)  # moves the state to each parameter's device
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
+    def wrap_optimizer(self, optimizer, model: nn.Module):
+        names = {id(p): name for name, p in model.named_parameters()}
+        if isinstance(optimizer, CompositeOptimizer):
+            return CompositeOptimizer({part: self._wrap_one(opt, names) for part, opt in optimizer.parts.items()})
+        return self._wrap_one(optimizer, names)
+
+    def _wrap_one(self, optimizer: torch.optim.Optimizer, names: Mapping[int, str]) -> torch.optim.Optimizer:
         state = optimizer.state_dict()
-        wrapped = self._hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
-                                                 op=self._hvd.Average)
+        named = [(names[id(p)], p) for group in optimizer.param_groups for p in group["params"]]
+        wrapped = self._hvd.DistributedOptimizer(optimizer, named_parameters=named, op=self._hvd.Average)
         # DistributedOptimizer is a NEW optimizer over the same parameter groups with an EMPTY state: without this, a
         # resumed run would restart Adam's moments and step counts (and SGD's momentum) from zero
         wrapped.load_state_dict(state)
@@ -161,6 +174,7 @@ class HorovodBackend(Backend):
 
     def optimizer_step(self, optimizer, scaler, parameters, clip_grad_norm) -> None:
         """Average the gradients over workers (``synchronize``), then unscale / clip / step exactly as one worker."""
+        fill_missing_sparse_grads(optimizer)  # a worker without a batch joins the sparse allgather with no rows
         with self._failures("gradient allreduce"):
             optimizer.synchronize()
         with optimizer.skip_synchronize():
@@ -212,22 +226,9 @@ def run_on_spark(fn: Callable, args: tuple, *, num_proc: int, start_timeout: int
         message = str(exc)
         found = re.search(r"Process name: (\d+)\s+Exit code: (-?\d+)", message)
         if found:
-            raise WorkerFailure(f"rank {found.group(1)} failed first (exit status {found.group(2)}); the other workers "
-                                "were stopped. Its output is above; rerun with --resume to continue from the last "
-                                "checkpoint") from exc
+            raise first_failure(found.group(1), found.group(2)) from exc
         last = message.strip().splitlines()[-1] if message.strip() else type(exc).__name__
         raise WorkerFailure(f"Horovod on Spark failed: {last}") from exc
-
-
-def _to_cpu(obj):
-    """A copy of a (nested) optimizer state_dict with every tensor on the CPU (for pickling to other workers)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
 
 
 __all__ = ["DEFAULT_ENV", "HorovodBackend", "TIMEOUT_ENV", "WORKER_FAILURE_EXIT_CODE", "WorkerFailure", "run_on_spark"]

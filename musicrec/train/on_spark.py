@@ -1,6 +1,13 @@
-"""Training on Spark executors (jobs/train_on_spark.py): ``horovod.spark.run`` starts N Horovod workers in N Spark
-tasks, and each runs ``musicrec.train.run.main`` with jobs/train.py's arguments (the workers import ``musicrec``:
-installed, or shipped by spark-submit.sh).
+"""Training through Spark (jobs/train_on_spark.py), with one of two backends (``--backend``, jobs/train.py's flag):
+
+- ``horovod`` (the default while Horovod is installed): ``horovod.spark.run`` starts N Horovod workers in N Spark
+  tasks, and each runs ``musicrec.train.run.main`` with jobs/train.py's arguments (the workers import ``musicrec``:
+  installed, or shipped by spark-submit.sh);
+- ``torch`` (the default without Horovod): Spark's ``TorchDistributor`` runs jobs/train.py under torchrun, in local
+  mode (``--torch-mode local``: ``torchrun --standalone --nproc_per_node N`` on the driver) or in cluster mode
+  (``--torch-mode cluster``: one torchrun node per barrier Spark task; PySpark runs it as a ``mapInArrow`` job,
+  so it needs PySpark's declared pyarrow >= 18, which the default profile's Petastorm rules out: ``check_torch_mode``
+  says so in one line before Spark starts).
 
 ``worker_argv`` checks those arguments on the driver, before any task starts, and makes every path absolute: the
 workers read the Parquet with Petastorm from ``file://`` paths and rank 0 writes the checkpoints and the MLflow
@@ -11,18 +18,20 @@ executors see (one host, as with ``local[N]`` or a standalone cluster on 127.0.0
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import sys
 from pathlib import Path
 
 from musicrec.data import read_manifest
-from musicrec.distributed.horovod import run_on_spark
+from musicrec.distributed import horovod, torch_dist
 from musicrec.spark import get_spark
 from musicrec.tracking import resolve_tracking_uri
 from musicrec.train import run
 
 ENV_PREFIXES = ("MUSICREC_", "HOROVOD_", "MLFLOW_")  # driver environment the workers get (debug, fault injection, timeouts)
+TORCH_MODES = ("local", "cluster")  # TorchDistributor(local_mode=True / False)
 
 
 def worker_argv(train_argv: list[str], train_args: argparse.Namespace) -> list[str]:
@@ -65,19 +74,66 @@ def train_fn(train_argv: list[str], env: dict[str, str]):
     return {"exit": 0}
 
 
-def train_on_spark(train_argv: list[str], num_proc: int | None, start_timeout: int) -> int:
-    """Run ``train_fn`` in ``num_proc`` workers (default ``spark.default.parallelism``) on the Spark master of this
-    session; the number of workers. A failed worker -> ``WorkerFailure`` (musicrec.distributed.horovod)."""
-    spark = get_spark("musicrec-train-on-spark")
-    num_proc = num_proc or spark.sparkContext.defaultParallelism
-    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
-    print(f"train_on_spark.py: {num_proc} Horovod workers on {spark.sparkContext.master}; worker argv: "
-          f"{' '.join(train_argv)}", flush=True)
+def spark_backend(name: str) -> str:
+    """jobs/train.py's ``--backend`` on Spark: ``auto`` = ``horovod`` when Horovod is installed, else ``torch``."""
+    if name != "auto":
+        return name
+    return "horovod" if importlib.util.find_spec("horovod") is not None else "torch"
+
+
+def check_torch_mode(mode: str) -> None:
+    """Cluster mode needs PySpark's declared pyarrow (``require_minimum_pyarrow_version``): a ``UsageError`` naming
+    the versions when it is not met (the default profile's pyarrow 14, which Petastorm needs)."""
+    if mode != "cluster":
+        return
+    from pyspark.sql.pandas.utils import require_minimum_pyarrow_version
+
     try:
-        run_on_spark(train_fn, (train_argv, env), num_proc=num_proc, start_timeout=start_timeout, env=env)
+        require_minimum_pyarrow_version()
+    except ImportError as exc:  # PySparkImportError
+        raise run.UsageError(f"--torch-mode cluster: TorchDistributor's cluster mode runs a barrier mapInArrow Spark "
+                             f"job, which needs PySpark's pyarrow: {exc} (this profile keeps the pyarrow Petastorm "
+                             "needs); use --torch-mode local (torchrun on the driver), or the current-dependency "
+                             "profile") from None
+
+
+def uses_gpu(train_args: argparse.Namespace) -> bool:
+    """Whether the workers train on CUDA: train.device after ``--device`` (auto = CUDA when this host has it)."""
+    device = run.resolve_config(train_args)["train"].get("device", "auto")
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return str(device).startswith("cuda")
+
+
+def train_on_spark(train_argv: list[str], num_proc: int | None, start_timeout: int, *, backend: str = "horovod",
+                   torch_mode: str = "local", script: Path | None = None, use_gpu: bool = False) -> int:
+    """Run jobs/train.py's training in ``num_proc`` workers (default ``spark.default.parallelism``) through the Spark
+    master of this session; the number of workers. ``horovod``: ``train_fn`` in Spark tasks (``start_timeout``: for
+    them to start); ``torch``: ``script`` (jobs/train.py) under TorchDistributor in ``torch_mode``. A failed worker
+    -> ``WorkerFailure`` naming the rank that failed first."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    cluster = backend == "torch" and torch_mode == "cluster"
+    # cluster mode: the workers run in executors, which get this environment (debug, fault injection) from Spark
+    executor_env = {f"spark.executorEnv.{k}": v for k, v in env.items()} if cluster else None
+    spark = get_spark("musicrec-train-on-spark", conf=executor_env)
+    num_proc = num_proc or spark.sparkContext.defaultParallelism
+    master = spark.sparkContext.master
+    try:
+        if backend == "torch":
+            where = "barrier tasks on " + master if cluster else "torchrun on this driver"
+            print(f"train_on_spark.py: {num_proc} torch.distributed workers through TorchDistributor ({torch_mode} "
+                  f"mode: {where}, use_gpu={use_gpu}); worker argv: {' '.join(train_argv)}", flush=True)
+            torch_dist.run_on_spark(str(script), train_argv, num_proc=num_proc, local_mode=not cluster, use_gpu=use_gpu)
+        else:
+            print(f"train_on_spark.py: {num_proc} Horovod workers on {master}; worker argv: {' '.join(train_argv)}",
+                  flush=True)
+            horovod.run_on_spark(train_fn, (train_argv, env), num_proc=num_proc, start_timeout=start_timeout, env=env)
     finally:
         spark.stop()
     return num_proc
 
 
-__all__ = ["ENV_PREFIXES", "local_path", "train_fn", "train_on_spark", "worker_argv"]
+__all__ = ["ENV_PREFIXES", "TORCH_MODES", "check_torch_mode", "local_path", "spark_backend", "train_fn",
+           "train_on_spark", "uses_gpu", "worker_argv"]
