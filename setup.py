@@ -30,6 +30,8 @@ setup(
         "duckdb>=1.0",  # single-machine reference in benchmarks
         "pylast>=7,<8",  # fetching Last.fm tags for real users
         "psutil>=5",
+        "lightgbm==4.7.0",  # the gradient-boosted trees baseline on KKBOX rows (musicrec/gbdt.py)
+        "scipy>=1.10",  # sparse matrices of the co-occurrence and session-kNN baselines
     ],
     extras_require={
         "test": ["pytest>=8", "chispa==0.12.0", "nbclient>=0.10", "nbformat>=5", "ipykernel>=6", "scikit-learn>=1.3"],

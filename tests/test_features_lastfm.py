@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from musicrec.columns import SPLITS
 from musicrec.config import ConfigError, as_dict, load_config
+from musicrec.features.lastfm import holdout as H
 from musicrec.features.lastfm import parse as P
 from musicrec.features.lastfm import sequences as Q
 from musicrec.features.lastfm import sessionize as S
@@ -81,6 +82,7 @@ def test_resolve_config_defaults_and_errors():
         ({"window": {"start": "yesterday"}}, "window.start = 'yesterday': must be a date"),
         ({"split": {"valid_fraction": 0.5, "test_fraction": 0.5}}, "sum to less than 1"),
         ({"tags": {"top_k": 0}}, "tags.top_k"),
+        ({"split": {"protocol": "random"}}, "split.protocol = 'random': must be one of"),
         ({"clean": {"drop_untracked": "yes"}}, "clean.drop_untracked: expected true or false"),
     ]:
         with pytest.raises(ConfigError, match=message):
@@ -99,7 +101,7 @@ def test_resolved_config_as_recorded_in_the_manifest():
         "tags": {"required": False, "top_k": 5, "drop_untagged": True, "lowercase": True, "min_tag_weight": 0},
         "vocab": {"user_min_count": 1, "song_min_count": 1, "artist_min_count": 1, "tag_min_count": 1},
         "sequences": {"min_length": 2, "max_length": 50},
-        "split": {"valid_fraction": 0.1, "test_fraction": 0.1},
+        "split": {"protocol": "global_time", "valid_fraction": 0.1, "test_fraction": 0.1},
         "stats": {"column_stats": True},
         "spark": {"partitions": 8},
     }
@@ -449,3 +451,100 @@ def test_first_last_eligible_for_month_windows(spark, tmp_path):
                                         start=None, end=None)
     assert (first, last) == (dt.datetime(2008, 1, 31, 10), dt.datetime(2008, 6, 1))
     assert keep_all.window.bounds(first, last) == (dt.datetime(2008, 5, 1), None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The per-user leave-one-out split (split.protocol: leave_one_out)
+# --------------------------------------------------------------------------------------------------------------
+SEQ_PLAYS_DDL = "user_id string, session_id long, position int, timestamp timestamp, track_id string"
+ROWS_DDL = ("session_id long, user_idx int, start_ts timestamp, songs array<int>, song_tags array<int>, length int, "
+            "split string")
+
+
+def sid(user_rank: int, n: int) -> int:
+    """The session id of session ``n`` of the user of rank ``user_rank`` (sessionize.with_session_id)."""
+    return user_rank * 2**32 + n
+
+
+@pytest.mark.spark
+def test_leave_one_out_latest_play_is_test_the_one_before_valid(spark):
+    seq_df = spark.createDataFrame(
+        [
+            # u1: 3 sessions; t6 (session 3) is the latest play, t5 (session 2) the one before
+            ("u1", sid(1, 1), 0, at(0), "t1"), ("u1", sid(1, 1), 1, at(10), "t2"), ("u1", sid(1, 1), 2, at(20), "t3"),
+            ("u1", sid(1, 2), 0, at(5000), "t4"), ("u1", sid(1, 2), 1, at(5010), "t5"),
+            ("u1", sid(1, 3), 0, at(9000), "t6"),
+            # u2: 2 plays: nothing to evaluate, all train
+            ("u2", sid(2, 1), 0, at(100), "t1"), ("u2", sid(2, 1), 1, at(110), "t2"),
+            # u3: the latest play is out of the vocabulary (t9): the latest real one (t4) is test; t9 goes nowhere
+            ("u3", sid(3, 1), 0, at(0), "t1"), ("u3", sid(3, 1), 1, at(10), "t2"), ("u3", sid(3, 1), 2, at(20), "t3"),
+            ("u3", sid(3, 1), 3, at(30), "t4"), ("u3", sid(3, 1), 4, at(40), "t9"),
+        ],
+        SEQ_PLAYS_DDL,
+    )
+    lookup_df = spark.createDataFrame(
+        [(f"t{i}", i + 1, [i + 10]) for i in range(1, 7)], "track_id string, song_idx int, tags array<int>"
+    )
+    user_vocab_df = spark.createDataFrame([("u1", 2, 6), ("u2", 3, 2), ("u3", 4, 5)], VOCAB_SCHEMA)
+    result = H.loo_session_rows(seq_df, lookup_df, user_vocab_df, min_length=2, max_length=50, top_k=1)
+    valid_n, test_n = H.HELD_OUT_SEQ["valid"], H.HELD_OUT_SEQ["test"]
+    expected = spark.createDataFrame(
+        [
+            (sid(1, 1), 2, at(0), [2, 3, 4], [11, 12, 13], 3, "train"),  # u1's session 2 keeps t4 only: too short
+            (sid(1, valid_n), 2, at(5000), [5, 6], [14, 15], 2, "valid"),
+            (sid(1, test_n), 2, at(5010), [6, 7], [15, 16], 2, "test"),
+            (sid(2, 1), 3, at(100), [2, 3], [11, 12], 2, "train"),
+            (sid(3, 1), 4, at(0), [2, 3], [11, 12], 2, "train"),
+            (sid(3, valid_n), 4, at(10), [3, 4], [12, 13], 2, "valid"),
+            (sid(3, test_n), 4, at(20), [4, 5], [13, 14], 2, "test"),
+        ],
+        ROWS_DDL,
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+    # max_length 2: u1's train plays t1 t2 t3 | t4 are rows [t1 t2], [t3] (too short), [t4] (too short), numbered
+    # 1, 2, 3 in time order; with min_length 1 every train play stays
+    cut = H.loo_session_rows(seq_df.where("user_id = 'u1'"), lookup_df, user_vocab_df, min_length=1, max_length=2,
+                             top_k=1).where("split = 'train'").select("session_id", "songs")
+    assert sorted(map(tuple, cut.collect())) == [(sid(1, 1), [2, 3]), (sid(1, 2), [4]), (sid(1, 3), [5])]
+
+
+@pytest.mark.spark
+def test_leave_one_out_nothing_leaks_on_random_histories(spark):
+    """On random histories (every play a distinct song, so a song names its play): per user the train rows, in
+    id order, are exactly the history minus its last two plays (no held-out play in train, no future play in a
+    train prefix; sessions longer than max_length=3 cut into rows, none lost), the valid row is [3rd latest, 2nd
+    latest] and the test row [2nd latest, latest]."""
+    import random
+
+    rnd = random.Random(5)
+    rows, history, song = [], {}, 0
+    for user in range(1, 9):
+        t, n, pos = 0, 1, 0
+        for _ in range(rnd.randint(1, 12)):
+            gap = rnd.choice([5, 10, 3000])  # 3000 s: a new session
+            t += gap
+            if gap == 3000 and pos:
+                n, pos = n + 1, 0
+            song += 1
+            rows.append((f"u{user}", sid(user, n), pos, at(t), f"t{song}"))
+            history.setdefault(user, []).append(song + 1)
+            pos += 1
+    seq_df = spark.createDataFrame(rows, SEQ_PLAYS_DDL)
+    lookup_df = spark.createDataFrame([(f"t{i}", i + 1, [0]) for i in range(1, song + 1)],
+                                      "track_id string, song_idx int, tags array<int>")
+    user_vocab_df = spark.createDataFrame([(f"u{u}", u + 1, 1) for u in history], VOCAB_SCHEMA)
+    result = H.loo_session_rows(seq_df, lookup_df, user_vocab_df, min_length=1, max_length=3, top_k=1).collect()
+    for user, songs in history.items():
+        mine = sorted((r for r in result if r["user_idx"] == user + 1), key=lambda r: r["session_id"])
+        by_split = {s: [r["songs"] for r in mine if r["split"] == s] for s in SPLITS}
+        evaluated = len(songs) >= 3
+        train = [x for r in by_split["train"] for x in r]
+        assert train == (songs[:-2] if evaluated else songs), f"user {user}"
+        assert by_split["valid"] == ([songs[-3:-1]] if evaluated else [])
+        assert by_split["test"] == ([songs[-2:]] if evaluated else [])
+    assert len({r["session_id"] for r in result}) == len(result)  # ids unique over the splits
+    assert {len(songs) >= 3 for songs in history.values()} == {True, False}  # both kinds of user were there
+    plays_per_session = {}
+    for user_id, session_id, *_ in rows:
+        plays_per_session[session_id] = plays_per_session.get(session_id, 0) + 1
+    assert max(plays_per_session.values()) > 3  # some session was cut

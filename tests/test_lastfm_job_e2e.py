@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lastfm_fakedata import write_lastfm_dataset
+from musicrec.io import file_listing
 from musicrec.schemas import LASTFM_PLAYS_FILE, LASTFM_TAGS_FILE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,6 +86,7 @@ def test_outputs_manifest_and_contract(first_run, lastfm_input):
     assert manifest["features"] == {"categorical": {"user_idx": "user"}, "multi_valued": {"songs": "song", "song_tags": "tag"},
                                     "numeric": [], "target": None}
     assert manifest["splits"] == {s: f"sessions/{s}" for s in ("train", "valid", "test")}
+    assert manifest["files"] == file_listing(out)  # every file published, listed (what the reader checks against)
 
     tables = table_contents(out)
     counts = manifest["row_counts"]
@@ -167,7 +169,9 @@ def test_rerun_gives_identical_tables_and_replaces_output(first_run, lastfm_inpu
     for name in TABLES:
         assert before[name] == after[name], f"table {name} differs between two runs"
         assert parts_before[name] == part_numbers(first_run / name)
-    assert json.loads((first_run / "_MANIFEST.json").read_text()) == manifest_before
+    manifest_after = json.loads((first_run / "_MANIFEST.json").read_text())
+    assert {**manifest_after, "files": None} == {**manifest_before, "files": None}  # part file names hold a job id
+    assert len(manifest_after["files"]) == len(manifest_before["files"])
 
 
 @pytest.mark.e2e
@@ -320,3 +324,73 @@ def test_bad_input_in_process_names_file_and_column(spark, first_run, lastfm_inp
         assert message in str(raised.value)
         assert snapshot(out) == before, f"{folder.name}: the previous output changed"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The per-user leave-one-out split (split.protocol=leave_one_out) and the views that read it
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_leave_one_out_split_end_to_end_and_the_views_read_it(lastfm_input, tmp_path):
+    """With min_length 1 and max_length 3, per user (interactions = plays of songs in the vocabulary, in plays/
+    order): the train rows in id order are the history without its last two plays, valid = [3rd latest, 2nd
+    latest], test = [2nd latest, latest]; the next_song view makes one test example per user (latest from 2nd
+    latest) and the leave-one-out set holds the latest song of every user as its positive."""
+    from musicrec.data import Data, DataConfig
+
+    input_dir, _ = lastfm_input
+    out = tmp_path / "loo"
+    result = run_features(input_dir, out, "--set", "split.protocol=leave_one_out", "--set", "sequences.min_length=1",
+                          "--set", "sequences.max_length=3")
+    assert result.returncode == 0, result.stderr[-4000:]
+    manifest = json.loads((out / "_MANIFEST.json").read_text())
+    assert manifest["config"]["split"]["protocol"] == "leave_one_out"
+    assert manifest["split_starts"] == {"valid": None, "test": None}
+    song_index = {r["token"]: r["index"] for r in read_table(out / "vocab/song")}
+    user_index = {r["token"]: r["index"] for r in read_table(out / "vocab/user")}
+    history: dict[int, list[int]] = {}
+    for play in sorted(read_table(out / "plays"), key=lambda r: (r["session_id"], r["position"])):
+        if play["track_id"] in song_index:  # the tag policy's survivors are exactly the vocabulary's songs
+            history.setdefault(user_index[play["user_id"]], []).append(song_index[play["track_id"]])
+    rows = {split: sorted(read_table(out / f"sessions/{split}"), key=lambda r: r["session_id"])
+            for split in ("train", "valid", "test")}
+    assert max(len(r["songs"]) for r in rows["train"]) == 3
+    assert all(len(songs) >= 3 for songs in history.values())  # every user of this data is evaluated
+    for user, songs in history.items():
+        train = [s for r in rows["train"] if r["user_idx"] == user for s in r["songs"]]
+        assert train == songs[:-2], f"user {user}"
+        assert [r["songs"] for r in rows["valid"] if r["user_idx"] == user] == [songs[-3:-1]]
+        assert [r["songs"] for r in rows["test"] if r["user_idx"] == user] == [songs[-2:]]
+    counts = json.loads((out / "stats.json").read_text())["counts"]
+    assert counts["loo_evaluated_users"] == len(history) and counts["loo_plays_in_no_split"] == 0
+    assert counts["loo_train_plays"] == sum(len(songs) - 2 for songs in history.values())
+
+    latest = {user: songs[-1] for user, songs in history.items()}
+    examples = [b for b in Data(out, "next_song", DataConfig()).eval_loader("test")]
+    got = {int(u): int(s) for b in examples for u, s in zip(b["user_idx"], b["next_song"])}
+    assert got == latest and sum(len(b["user_idx"]) for b in examples) == len(latest)
+    # negatives: as many as the user with most songs has songs it never played, none of them played by the user
+    # anywhere (the test row's first song, the valid target, included)
+    negatives = manifest["vocab_sizes"]["song"] - 2 - max(len(set(songs)) for songs in history.values())
+    loo = [b for b in Data(out, "ncf", DataConfig(loo_negatives=negatives)).loo_loader("test")]
+    candidates = {int(u): c.tolist() for b in loo for u, c in zip(b["user_idx"], b["candidates"])}
+    assert {user: c[0] for user, c in candidates.items()} == latest
+    assert all(not set(c[1:]) & set(history[user]) for user, c in candidates.items())
+
+
+@pytest.mark.spark
+def test_leave_one_out_without_a_user_to_evaluate_exits_with_the_reason(spark, tmp_path):
+    """Every user has 2 plays: nobody has a valid and a test play, so the job refuses to publish and says why."""
+    from musicrec.features.lastfm import run_job
+    from musicrec.io import InputError
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / LASTFM_PLAYS_FILE).write_text("".join(
+        f"user_{u}\t2009-01-0{u}T10:0{i}:00Z\t\tArtist\t{u}{i}aaaaaa-0000-0000-0000-000000000000\tTrack {i}\n"
+        for u in (1, 2) for i in (0, 1)
+    ))
+    config = {"split": {"protocol": "leave_one_out"}, "sessions": {"min_sessions_per_user": 1}}
+    with pytest.raises(InputError, match=r"split 'valid' would have no sessions .*split.protocol=leave_one_out "
+                                         r"\(valid and test need a user with at least 3 plays\)"):
+        run_job(spark, folder, tmp_path / "out", config)
+    assert not (tmp_path / "out").exists()

@@ -71,8 +71,8 @@ class NcfView(LastfmView):
         for raw in self.row_groups(split, epoch, train):
             yield pairs_chunk(raw, self.plays, self.config.num_negatives, rng)
 
-    def eval_loader(self, split: str) -> EpochLoader:
-        return self.loo_loader(split)
+    def eval_loader(self, split: str, max_examples: int = 0) -> EpochLoader:
+        return self.loo_loader(split, max_examples)
 
 
 __all__ = ["NcfView", "pairs_chunk"]

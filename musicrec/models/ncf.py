@@ -8,14 +8,21 @@
 
 ``NeuMF.from_pretrained(gmf, mlp, alpha)`` initializes NeuMF from a trained GMF and a trained MLP as in the paper:
 embeddings and MLP layers are copied, the predict layer is ``[alpha * W_gmf, (1 - alpha) * W_mlp]`` with bias
-``alpha * b_gmf + (1 - alpha) * b_mlp``.
+``alpha * b_gmf + (1 - alpha) * b_mlp``. From the command line: ``model.pretrained_gmf`` / ``model.pretrained_mlp``
+name the ``best.pt`` of a ``variant: gmf`` and a ``variant: mlp`` run on the same data (``from_manifest`` loads them;
+``load_tower`` checks variant, sizes and vocabularies, each mismatch a ``ConfigError`` naming the key).
 
 Inputs: ``batch["user_idx"]``, ``batch["song_idx"]`` (B,) LongTensors; vocabularies ``user`` and ``song``.
+
+``sparse``: the four embedding tables are ``nn.Embedding(sparse=True)``: their gradients hold only the batch's rows,
+and ``sparse_parameters()`` names them for the optimizer (``musicrec.optim``: SparseAdam), so a step's cost does not
+grow with the number of users and songs.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -23,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musicrec.checkpoint import CheckpointError, load
 from musicrec.columns import PAD_INDEX, SONG_IDX, TARGET, USER_IDX
-from musicrec.config import require
+from musicrec.config import ConfigError, require, typed
 from musicrec.models.dnn import manifest_vocab_size
 
 VARIANTS = ("neumf", "gmf", "mlp")
@@ -37,6 +45,10 @@ class NCFConfig:
     dropout: float = 0.0  # after each MLP hidden layer
     variant: str = "neumf"  # "neumf" (both towers), "gmf" or "mlp"
     init_std: float = 0.01  # N(0, init_std) for the embeddings, as in the paper
+    sparse: bool = False  # sparse gradients for the user/song embeddings (updated by SparseAdam)
+    pretrained_gmf: str | None = None  # variant neumf: best.pt of a variant=gmf run to start from (with pretrained_mlp)
+    pretrained_mlp: str | None = None  # variant neumf: best.pt of a variant=mlp run to start from (with pretrained_gmf)
+    pretrain_alpha: float = 0.5  # weight of the GMF tower in the pretrained predict layer (the paper's alpha)
 
     def check(self) -> None:
         require(self.variant in VARIANTS, "model.variant", self.variant, f"must be one of {VARIANTS}")
@@ -47,6 +59,12 @@ class NCFConfig:
         require(all(w >= 1 for w in layers), "model.mlp_layers", layers, "widths must be >= 1")
         require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
         require(self.init_std > 0.0, "model.init_std", self.init_std, "must be > 0")
+        require(0.0 <= self.pretrain_alpha <= 1.0, "model.pretrain_alpha", self.pretrain_alpha, "must be in [0, 1]")
+        pretrained = (self.pretrained_gmf, self.pretrained_mlp)
+        if any(pretrained):
+            require(all(pretrained), "model.pretrained_gmf, model.pretrained_mlp", pretrained,
+                    "NeuMF starts from a pretrained GMF and MLP: set both")
+            require(self.variant == "neumf", "model.variant", self.variant, "pretrained towers need variant neumf")
 
 
 class NeuMF(nn.Module):
@@ -60,13 +78,13 @@ class NeuMF(nn.Module):
         self.has_mlp = config.variant in ("neumf", "mlp")
         width = 0
         if self.has_gmf:
-            self.gmf_user = nn.Embedding(n_users, config.factors, padding_idx=PAD_INDEX)
-            self.gmf_item = nn.Embedding(n_songs, config.factors, padding_idx=PAD_INDEX)
+            self.gmf_user = nn.Embedding(n_users, config.factors, padding_idx=PAD_INDEX, sparse=config.sparse)
+            self.gmf_item = nn.Embedding(n_songs, config.factors, padding_idx=PAD_INDEX, sparse=config.sparse)
             width += config.factors
         if self.has_mlp:
             half = config.mlp_layers[0] // 2
-            self.mlp_user = nn.Embedding(n_users, half, padding_idx=PAD_INDEX)
-            self.mlp_item = nn.Embedding(n_songs, half, padding_idx=PAD_INDEX)
+            self.mlp_user = nn.Embedding(n_users, half, padding_idx=PAD_INDEX, sparse=config.sparse)
+            self.mlp_item = nn.Embedding(n_songs, half, padding_idx=PAD_INDEX, sparse=config.sparse)
             layers: list[nn.Module] = []
             for w_in, w_out in zip(config.mlp_layers[:-1], config.mlp_layers[1:]):
                 layers += [nn.Linear(w_in, w_out), nn.ReLU(), nn.Dropout(config.dropout)]
@@ -86,11 +104,19 @@ class NeuMF(nn.Module):
             out += [self.mlp_user, self.mlp_item]
         return out
 
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The parameters whose gradients are always sparse: the embedding tables when ``sparse``."""
+        return [emb.weight for emb in self._embeddings()] if self.config.sparse else []
+
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any], config: NCFConfig) -> "NeuMF":
         n_users = manifest_vocab_size(manifest, "user", f"ncf ({USER_IDX})")
         n_songs = manifest_vocab_size(manifest, "song", f"ncf ({SONG_IDX})")
-        return cls(config, n_users, n_songs)
+        if not config.pretrained_gmf:
+            return cls(config, n_users, n_songs)
+        gmf = load_tower(config, "gmf", n_users, n_songs)
+        mlp = load_tower(config, "mlp", n_users, n_songs)
+        return cls.from_pretrained(gmf, mlp, config.pretrain_alpha, config=config)
 
     def towers(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The input of the predict layer: concat(h_gmf, h_mlp) (B, width)."""
@@ -119,12 +145,18 @@ class NeuMF(nn.Module):
         """Binary cross-entropy with logits against ``batch["target"]`` (1/0; sampled negatives are 0)."""
         return F.binary_cross_entropy_with_logits(logits, batch[TARGET].to(logits.dtype))
 
+    def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The loss the training loop minimizes: ``loss(batch, forward(batch))``."""
+        return self.loss(batch, self(batch))
+
     @classmethod
-    def from_pretrained(cls, gmf: "NeuMF", mlp: "NeuMF", alpha: float = 0.5) -> "NeuMF":
+    def from_pretrained(cls, gmf: "NeuMF", mlp: "NeuMF", alpha: float = 0.5,
+                        config: NCFConfig | None = None) -> "NeuMF":
         """A NeuMF initialized from a pretrained ``variant="gmf"`` and a pretrained ``variant="mlp"`` model.
 
         Embeddings and MLP layers are copied; the predict layer is ``[alpha * W_gmf, (1 - alpha) * W_mlp]`` with
         bias ``alpha * b_gmf + (1 - alpha) * b_mlp`` (He et al. 2017, section 3.4.1). Inputs are not modified.
+        ``config``: the NeuMF's (its sizes those of the towers); default: the MLP's with the GMF's factors.
         """
         assert gmf.config.variant == "gmf", f"first model must be a GMF, got variant {gmf.config.variant!r}"
         assert mlp.config.variant == "mlp", f"second model must be an MLP, got variant {mlp.config.variant!r}"
@@ -134,7 +166,7 @@ class NeuMF(nn.Module):
                 f"GMF vocab sizes (users={gmf.n_users}, songs={gmf.n_songs}) differ from the MLP's "
                 f"(users={mlp.n_users}, songs={mlp.n_songs})"
             )
-        config = replace(mlp.config, factors=gmf.config.factors, variant="neumf")
+        config = config or replace(mlp.config, factors=gmf.config.factors, variant="neumf")
         model = cls(config, gmf.n_users, gmf.n_songs)
         with torch.no_grad():
             model.gmf_user.weight.copy_(gmf.gmf_user.weight)
@@ -147,3 +179,32 @@ class NeuMF(nn.Module):
             )
             model.predict.bias.copy_(alpha * gmf.predict.bias + (1.0 - alpha) * mlp.predict.bias)
         return model
+
+
+_TOWER_SIZES = {"gmf": ("factors",), "mlp": ("mlp_layers",)}  # what a pretrained tower must share with the NeuMF
+
+
+def load_tower(config: NCFConfig, variant: str, n_users: int, n_songs: int) -> NeuMF:
+    """The pretrained ``variant`` ("gmf" / "mlp") model of ``model.pretrained_<variant>`` (a ``best.pt`` or
+    ``last.pt`` of jobs/train.py), checked against ``config`` and the vocabulary sizes; a mismatch or an unreadable
+    file is a ``ConfigError`` naming the key."""
+    key = f"model.pretrained_{variant}"
+    path = getattr(config, f"pretrained_{variant}")
+    try:
+        ckpt = load(path)
+        stored = ckpt["model_config"]
+        tower_config = typed(NCFConfig, json.loads(stored) if isinstance(stored, str) else dict(stored), "model")
+    except (CheckpointError, KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{key} = {path!r}: not a readable NCF checkpoint ({exc})") from None
+    require(tower_config.variant == variant, key, path, f"is a variant={tower_config.variant} model, not {variant}")
+    for size in _TOWER_SIZES[variant]:
+        theirs, ours = getattr(tower_config, size), getattr(config, size)
+        require(theirs == ours, key, path, f"has model.{size} = {theirs!r}, this model {ours!r}")
+    tower = NeuMF(replace(tower_config, sparse=config.sparse), n_users, n_songs)
+    state = ckpt["model_state"]
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != {k: tuple(v.shape) for k, v in tower.state_dict().items()}:
+        raise ConfigError(f"{key} = {path!r}: its tables do not fit this data's vocabularies (users {n_users}, "
+                          f"songs {n_songs}): trained on other data?")
+    tower.load_state_dict(state)
+    return tower

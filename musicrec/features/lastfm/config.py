@@ -13,6 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from musicrec.columns import TEST, TRAIN, VALID
 from musicrec.config import ConfigError, require, typed
 from musicrec.schemas import LASTFM_PLAYS_FILE, LASTFM_TAGS_FILE
 
@@ -122,15 +123,35 @@ class SequencesConfig:
                 f"must be >= sequences.min_length ({self.min_length})")
 
 
+GLOBAL_TIME, LEAVE_ONE_OUT = "global_time", "leave_one_out"  # split.protocol (docs/DATA_CONTRACT.md)
+SPLIT_PROTOCOLS = (GLOBAL_TIME, LEAVE_ONE_OUT)
+
+
 @dataclass(frozen=True)
 class SplitConfig:
+    protocol: str = GLOBAL_TIME
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
 
     def check(self) -> None:
+        require(self.protocol in SPLIT_PROTOCOLS, "split.protocol", self.protocol, f"must be one of {SPLIT_PROTOCOLS}")
         fractions = (self.valid_fraction, self.test_fraction)
         require(min(fractions) >= 0 and sum(fractions) < 1, "split.valid_fraction, split.test_fraction", fractions,
                 "must be >= 0 and sum to less than 1")
+
+    def required(self) -> list[str]:
+        """The splits that must have sessions: train, and valid / test when their fraction asks for them (always with
+        the leave-one-out protocol)."""
+        if self.protocol == LEAVE_ONE_OUT:
+            return [TRAIN, VALID, TEST]
+        return [TRAIN] + [split for split, fraction in ((VALID, self.valid_fraction), (TEST, self.test_fraction))
+                          if fraction > 0]
+
+    def hint(self) -> str:
+        """The split settings an empty split depends on, for its error message."""
+        if self.protocol == LEAVE_ONE_OUT:  # a user is evaluated once it has 3 plays of songs in the vocabulary
+            return f"split.protocol={LEAVE_ONE_OUT} (valid and test need a user with at least 3 plays)"
+        return f"split.valid_fraction={self.valid_fraction}, split.test_fraction={self.test_fraction}"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ stats            per-stage column stats of parsed > tracked > in window > dedupl
 tags             ``read_tags`` -> ``top_tags_of_played``; ``OUT/rejected/<tags file>/``; the tag policy
 vocabularies     user, song, artist over the plays and tag over the song tags -> ``OUT/vocab/<name>/``
 song_tags        ``build_song_lookup`` -> ``OUT/song_tags/``
-sessions         ``build_sessions`` -> ``split_cutoffs`` + ``with_split`` -> ``OUT/sessions/{train,valid,test}/``
+sessions         ``build_sessions`` -> ``split_cutoffs`` + ``with_split`` (``split.protocol: global_time``) or
+                 ``holdout.loo_session_rows`` (``leave_one_out``) -> ``OUT/sessions/{train,valid,test}/``
 report           ``stats.json`` / ``stats.md`` and the manifest; everything inside one ``AtomicOutput``
 """
 
@@ -26,10 +27,12 @@ from pyspark.sql import functions as F
 
 from musicrec.columns import (
     ARTIST_ID, COUNT, INDEX, LENGTH, PLAYS_DIR, REASON, REJECTED_DIR, SESSION_ID, SESSIONS_DIR, SONG_IDX, SONG_TAGS,
-    SONG_TAGS_DIR, SONGS, SPLIT, SPLITS, START_TS, TAGS, TOKEN, TRACK_ID, USER, USER_IDX, VOCAB_DIR,
+    SONG_TAGS_DIR, SONGS, SPLIT, SPLITS, START_TS, TAGS, TEST, TOKEN, TRACK_ID, USER, USER_IDX,
+    VOCAB_DIR,
 )
 from musicrec.config import as_dict
-from musicrec.features.lastfm.config import LastfmConfig, format_instant, resolve_config
+from musicrec.features.lastfm.config import LEAVE_ONE_OUT, LastfmConfig, format_instant, resolve_config
+from musicrec.features.lastfm.holdout import loo_counts, loo_session_rows
 from musicrec.features.lastfm.parse import RAW_COLUMNS, TAGS_COLUMNS, read_plays, read_tags, write_rejects
 from musicrec.features.lastfm.sequences import build_sessions, split_cutoffs, with_split, write_splits
 from musicrec.features.lastfm.sessionize import (
@@ -41,18 +44,28 @@ from musicrec.features.progress import StepTimer
 from musicrec.features.stats import StatsReport, column_stats, column_stats_by_level
 from musicrec.features.vocab import build_vocabs, write_vocabs
 from musicrec.io import (
-    AtomicOutput, InputError, check_header, file_fingerprint, parquet_rows, require_files, require_nonempty,
-    write_manifest,
+    AtomicOutput, InputError, check_header, check_nonempty_splits, check_output, file_fingerprint, parquet_rows,
+    require_files, require_nonempty, write_manifest,
 )
 
 DATASET = "lastfm"
 VOCAB_NAMES = ["user", "song", "artist", "tag"]
 
 
-def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict) -> dict:
-    """Run the whole Last.fm 1K feature job (see the module docstring); returns the summary printed by the CLI."""
+def check_job(input_dir: Path, output_dir: Path, config: dict) -> tuple[LastfmConfig, dict[str, Path]]:
+    """What can be checked without Spark (``jobs/features.py`` runs it before Spark starts): the config
+    (ConfigError), the input files (``_input_files``) and OUT (``io.check_output``), each an InputError."""
     cfg = resolve_config(config)
     files = _input_files(Path(input_dir), cfg)
+    check_output(output_dir)
+    return cfg, files
+
+
+def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict) -> dict:
+    """Run the whole Last.fm 1K feature job (see the module docstring); returns the summary printed by the CLI.
+    A bad config, input or OUT (``check_job``), too many rejected lines or a split left without sessions is an
+    InputError / ConfigError (exit 2), and an existing OUT is left as it was."""
+    cfg, files = check_job(input_dir, output_dir, config)
     plays_path, tags_path = files[cfg.input.plays_file], files.get(cfg.input.tags_file)
     fingerprints = _Fingerprints(files)
     fingerprints.start()
@@ -103,20 +116,19 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
             song_lookup_df = _write_song_lookup(spark, vocabs, song_tags_df, cfg.tags.top_k, out)
 
         with timer.step("sessions"):
-            sessions_df, (valid_start, test_start) = _session_rows(
+            sessions_df, split_df, (valid_start, test_start) = _session_rows(
                 plays_df, song_tags_df, song_lookup_df, vocabs["user"], cfg, drop_untagged=drop_untagged
             )
             levels_df.unpersist()  # the sessions are cached now
-            split_df = sessions_df.transform(
-                with_split, valid_start, test_start,
-                has_valid=cfg.split.valid_fraction > 0, has_test=cfg.split.test_fraction > 0,
-            )
             write_splits(split_df, out)
             split_counts = {split: parquet_rows(out.path(f"{SESSIONS_DIR}/{split}")) for split in SPLITS}
         timer.log(f"sessions {split_counts}")
+        check_nonempty_splits(split_counts, required=cfg.split.required(), what="sessions", hint=(
+            f"{counts['plays']:,} plays in {counts['sessions']:,} sessions; sequences.min_length="
+            f"{cfg.sequences.min_length}, tags.drop_untagged={drop_untagged}, " + cfg.split.hint()))
 
         with timer.step("report"):
-            _add_session_counts(report, split_df, counts, split_counts, vocab_sizes)
+            _add_session_counts(report, split_df, counts, split_counts, vocab_sizes, cfg.split.protocol)
             report.write(out.path(""))
             sessions_df.unpersist()
             song_tags_df.unpersist()
@@ -309,27 +321,44 @@ def _write_song_lookup(spark: SparkSession, vocabs: dict[str, DataFrame], song_t
 
 def _session_rows(plays_df: DataFrame, song_tags_df: DataFrame, song_lookup_df: DataFrame, user_vocab_df: DataFrame,
                   cfg: LastfmConfig, *, drop_untagged: bool
-                  ) -> tuple[DataFrame, tuple[dt.datetime | None, dt.datetime | None]]:
-    """The session rows of ``plays_df`` (after the tag policy), cached and materialized by the split cut-offs that
-    come with them (``split_cutoffs``)."""
+                  ) -> tuple[DataFrame, DataFrame, tuple[dt.datetime | None, dt.datetime | None]]:
+    """The session rows of ``plays_df`` (after the tag policy), cached; the same rows with their ``split`` by
+    ``split.protocol``; the time split's cut-offs (``split_cutoffs``, which materialize the cache; None, None with
+    the leave-one-out protocol, ``holdout.loo_session_rows``)."""
     # From the cached, user-partitioned plays (not the Parquet copy): grouping by session needs no shuffle.
-    sessions_df = plays_df.transform(apply_tag_policy, song_tags_df, drop_untagged=drop_untagged).transform(
-        build_sessions, song_lookup_df, user_vocab_df, min_length=cfg.sequences.min_length,
-        max_length=cfg.sequences.max_length, top_k=cfg.tags.top_k,
-    )
+    seq_plays_df = plays_df.transform(apply_tag_policy, song_tags_df, drop_untagged=drop_untagged)
+    lengths = {"min_length": cfg.sequences.min_length, "max_length": cfg.sequences.max_length, "top_k": cfg.tags.top_k}
+    if cfg.split.protocol == LEAVE_ONE_OUT:
+        # Cached (and filled now, while the plays are still cached): used for the write and the stats.
+        sessions_df = seq_plays_df.transform(loo_session_rows, song_lookup_df, user_vocab_df, **lengths).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
+        sessions_df.count()
+        return sessions_df, sessions_df, (None, None)
+    sessions_df = seq_plays_df.transform(build_sessions, song_lookup_df, user_vocab_df, **lengths)
     # Cached: used for the split cut-offs, the write and the stats.
     sessions_df = sessions_df.persist(StorageLevel.MEMORY_AND_DISK)
-    return sessions_df, split_cutoffs(sessions_df, cfg.split.valid_fraction, cfg.split.test_fraction)
+    valid_start, test_start = split_cutoffs(sessions_df, cfg.split.valid_fraction, cfg.split.test_fraction)
+    split_df = sessions_df.transform(
+        with_split, valid_start, test_start,
+        has_valid=cfg.split.valid_fraction > 0, has_test=cfg.split.test_fraction > 0,
+    )
+    return sessions_df, split_df, (valid_start, test_start)
 
 
 def _add_session_counts(report: StatsReport, split_df: DataFrame, counts: dict[str, int],
-                        split_counts: dict[str, int], vocab_sizes: dict[str, int]) -> None:
-    """Add the stats of the session rows (one Spark job) and the final counters (``counts`` too) to ``report``."""
+                        split_counts: dict[str, int], vocab_sizes: dict[str, int], protocol: str) -> None:
+    """Add the stats of the session rows (one Spark job) and the final counters (``counts`` too) to ``report``;
+    with the leave-one-out protocol (rows are not sessions) ``holdout.loo_counts`` replace ``sessions_dropped``."""
     sessions_rows, sessions_stats = column_stats(split_df, [SESSION_ID, USER_IDX, START_TS, LENGTH, SPLIT])
     report.add_stage_stats("sessions", sessions_rows, sessions_stats)
     n_sessions_out = sum(split_counts.values())
+    if protocol == LEAVE_ONE_OUT:
+        counts.update(loo_counts(split_df, counts["plays"] - counts["untagged_plays_dropped"], split_counts[TEST]))
+    else:
+        counts["sessions_dropped"] = counts["sessions"] - n_sessions_out
     counts.update(
-        sessions_dropped=counts["sessions"] - n_sessions_out, sequence_sessions=n_sessions_out,
+        sequence_sessions=n_sessions_out,
         users=vocab_sizes["user"] - 2, songs=vocab_sizes["song"] - 2, artists=vocab_sizes["artist"] - 2,
         tags=vocab_sizes["tag"] - 2, **{f"sessions_{k}": v for k, v in split_counts.items()},
     )

@@ -2,11 +2,14 @@
 ``OUT/rejected/<file>/`` with their physical line numbers.
 
 - plays (``userid-timestamp-artid-artname-traid-traname.tsv``, no header): ``with_parsed_plays`` splits on tabs into
-  the 6 declared fields (empty -> null) and parses the timestamp with ``try_to_timestamp``; a wrong field count, a
-  missing user or an unparseable timestamp sets ``reason``.
+  the 6 declared fields (empty -> null) and parses the timestamp with ``try_to_timestamp``; bytes that are not
+  UTF-8, a wrong field count, a missing user or an unparseable timestamp sets ``reason``.
 - tags (``track-tags.tsv``, header ``traid, tag, count`` in any order): ``with_parsed_tags`` trims (and lowercases)
-  the tag, casts the count; a wrong field count, a missing traid or tag, or a count that is not an integer sets
-  ``reason``.
+  the tag, casts the count; bytes that are not UTF-8, a wrong field count, a missing traid or tag, or a count that
+  is not an integer sets ``reason``.
+- A line that is not valid UTF-8 is rejected (and counted) rather than read with U+FFFD in place of its bad bytes:
+  Spark's text scan keeps a line's bytes as they are, so ``is_valid_utf8`` sees them; ``raw`` holds the line with
+  each bad byte sequence replaced by U+FFFD.
 - ``write_rejects`` writes the bad lines of one file, or fails the job when there are more than
   ``clean.max_rejected_fraction`` of them (the file is then not in the expected format).
 """
@@ -20,15 +23,16 @@ from pyspark.sql import functions as F
 
 from musicrec.columns import RAW, REASON, TS, USER
 from musicrec.features.rejects import (
-    BLOCK_COL, ROW_ID_COL, read_text_lines, reject_reason, with_line_numbers, write_rejected,
+    BLOCK_COL, ROW_ID_COL, check_reject_limit, read_text_lines, reject_reason, with_line_numbers, write_rejected,
 )
-from musicrec.io import AtomicOutput, InputError, read_header
+from musicrec.io import AtomicOutput, read_header
 from musicrec.schemas import LASTFM_PLAYS_COLUMNS, LASTFM_TAGS_SCHEMA
 
 TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 RAW_COLUMNS = list(LASTFM_PLAYS_COLUMNS)  # user_id, timestamp, artist_id, artist_name, track_id, track_name
 TAGS_COLUMNS = [f.name for f in LASTFM_TAGS_SCHEMA.fields]  # traid, tag, count
 TRAID, TAG, TAG_COUNT = TAGS_COLUMNS
+INVALID_UTF8_REASON = "invalid UTF-8 bytes"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -39,10 +43,11 @@ def read_plays(spark: SparkSession, path: Path) -> DataFrame:
     return read_text_lines(spark, path).transform(with_parsed_plays)
 
 
-def plays_checks(fields_col: str = "_fields") -> list[tuple[Column, str]]:
+def plays_checks(fields_col: str = "_fields", value_col: str = "value") -> list[tuple[Column, str]]:
     """Checks on a split plays line, in order; the first failing one is the reject reason."""
     n_fields = len(RAW_COLUMNS)
     return [
+        (F.is_valid_utf8(F.col(value_col)) | F.col(value_col).isNull(), INVALID_UTF8_REASON),
         (F.size(F.col(fields_col)) == F.lit(n_fields), f"wrong number of fields (expected {n_fields} tab-separated)"),
         (F.col(USER).isNotNull(), "missing user id"),
         (F.col(TS).isNotNull(), "unparseable timestamp (expected yyyy-MM-ddTHH:mm:ssZ)"),
@@ -61,7 +66,7 @@ def with_parsed_plays(lines_df: DataFrame, *, value_col: str = "value") -> DataF
     _typed_df = _fields_df.select(*lines_df.columns, "_fields", *text_cols).withColumn(
         TS, F.try_to_timestamp(F.col(TS), F.lit(TS_FORMAT))
     )
-    _checked_df = _typed_df.withColumn(REASON, reject_reason(plays_checks()))
+    _checked_df = _typed_df.withColumn(REASON, reject_reason(plays_checks(value_col=value_col)))
     return _checked_df.select(*RAW_COLUMNS, *_bad_row_columns(lines_df, value_col))
 
 
@@ -69,7 +74,7 @@ def _bad_row_columns(lines_df: DataFrame, value_col: str) -> list[Column]:
     """``reason``, then ``raw`` and the line-number columns of ``read_text_lines``, the latter two for bad rows only."""
     is_bad = F.col(REASON).isNotNull()
     extra = [F.when(is_bad, F.col(c)).alias(c) for c in (BLOCK_COL, ROW_ID_COL) if c in lines_df.columns]
-    return [F.col(REASON), F.when(is_bad, F.col(value_col)).alias(RAW), *extra]
+    return [F.col(REASON), F.when(is_bad, F.make_valid_utf8(F.col(value_col))).alias(RAW), *extra]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -80,9 +85,10 @@ def read_tags(spark: SparkSession, path: Path, *, lowercase: bool) -> DataFrame:
     return read_text_lines(spark, path).transform(with_parsed_tags, read_header(path, "\t"), lowercase=lowercase)
 
 
-def tags_checks(fields_col: str, n_fields: int) -> list[tuple[Column, str]]:
+def tags_checks(fields_col: str, n_fields: int, value_col: str = "value") -> list[tuple[Column, str]]:
     """Checks on a split tags line, in order; the first failing one is the reject reason."""
     return [
+        (F.is_valid_utf8(F.col(value_col)) | F.col(value_col).isNull(), INVALID_UTF8_REASON),
         (F.size(F.col(fields_col)) == F.lit(n_fields), f"wrong number of fields (expected {n_fields} tab-separated)"),
         (F.col(TRAID).isNotNull(), "missing traid"),
         (F.col(TAG).isNotNull(), "missing tag"),
@@ -106,7 +112,7 @@ def with_parsed_tags(lines_df: DataFrame, header: list[str], *, lowercase: bool 
         F.nullif(tag, F.lit("")).alias(TAG),
         F.trim(F.get(_fields, positions[TAG_COUNT])).try_cast("int").alias(TAG_COUNT),
     )
-    _checked_df = _parsed_df.withColumn(REASON, reject_reason(tags_checks("_fields", len(header))))
+    _checked_df = _parsed_df.withColumn(REASON, reject_reason(tags_checks("_fields", len(header), value_col)))
     return _checked_df.select(*TAGS_COLUMNS, *_bad_row_columns(lines_df, value_col))
 
 
@@ -123,11 +129,6 @@ def write_rejects(bad_df: DataFrame, n_bad: int, n_lines: int, max_fraction: flo
     if n_bad == 0:  # an empty table with the schema; limit(0) is planned without reading the input
         return write_rejected(bad_df.limit(0), label, RAW, None, out)
     bad_df = with_line_numbers(bad_df, bad_df.sparkSession, path)
-    if n_bad > max_fraction * max(n_lines, 1):
-        first_bad = bad_df.orderBy("line").select("line", REASON, RAW).first()
-        raw = first_bad[RAW] if len(first_bad[RAW]) <= 200 else first_bad[RAW][:200] + "..."
-        raise InputError(
-            f"file {path} line {first_bad['line']}: {first_bad[REASON]}: {raw!r} ({n_bad:,} of {n_lines:,} lines "
-            f"malformed, more than clean.max_rejected_fraction={max_fraction})"
-        )
+    check_reject_limit(bad_df, n_bad, n_lines, max_fraction, path, line_col="line", raw_col=RAW, order_col="line",
+                       unit="lines")
     return write_rejected(bad_df, label, RAW, "line", out)
