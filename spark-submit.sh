@@ -17,16 +17,38 @@ else
 fi
 # the zip holds only the package: the jobs find the default conf/*.yaml through this variable (musicrec.config)
 export MUSICREC_CONF_DIR="${MUSICREC_CONF_DIR:-$ROOT/conf}"
-ZIP="$(mktemp -d)/musicrec.zip"
-trap 'rm -rf "$(dirname "$ZIP")"' EXIT
+# The zip lives in a temporary folder for this call only, removed when spark-submit ends (so spark-submit runs as a
+# child, not through exec, which would skip the EXIT trap); INT/TERM/HUP are passed on to it.
+ZIP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/musicrec-submit.XXXXXX")"
+trap 'rm -rf "$ZIP_DIR"' EXIT
+ZIP="$ZIP_DIR/musicrec.zip"
 (cd "$ROOT" && "${PYSPARK_PYTHON:-python3}" -c "
 import sys, zipfile, pathlib
 with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
     for p in sorted(pathlib.Path('musicrec').rglob('*.py')):
         z.write(p)
 " "$ZIP")
+master="${MUSICREC_SPARK_MASTER:-local[2]}"
 has_master=0
-for arg in "$@"; do [[ "$arg" == "--master" || "$arg" == --master=* ]] && has_master=1; done
+prev=""
+for arg in "$@"; do
+  [[ "$prev" == "--master" ]] && master="$arg"
+  [[ "$arg" == --master=* ]] && master="${arg#--master=}"
+  [[ "$arg" == "--master" || "$arg" == --master=* ]] && has_master=1
+  prev="$arg"
+done
 extra=()
-[[ $has_master == 1 ]] || extra+=(--master "${MUSICREC_SPARK_MASTER:-local[2]}")
-exec "$SPARK_SUBMIT" "${extra[@]}" --py-files "$ZIP" --driver-memory "${MUSICREC_DRIVER_MEMORY:-6g}" "$@"
+[[ $has_master == 1 ]] || extra+=(--master "$master")
+# A local master has no executors elsewhere: bind the driver, and so its web UI (port 4040), to loopback instead of
+# every interface. Set SPARK_LOCAL_IP yourself to choose another address.
+[[ "$master" == local* ]] && export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
+exec 3<&0  # the child gets this script's stdin (a background job would get /dev/null)
+"$SPARK_SUBMIT" "${extra[@]}" --py-files "$ZIP" --driver-memory "${MUSICREC_DRIVER_MEMORY:-6g}" "$@" <&3 3<&- &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' INT TERM HUP
+status=0
+while :; do
+  wait "$child" && status=0 || status=$?
+  kill -0 "$child" 2>/dev/null || break  # wait returned for a trapped signal: keep waiting for the child
+done
+exit "$status"

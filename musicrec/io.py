@@ -1,13 +1,18 @@
 """The job boundary, free of Spark: input files and headers, fingerprints, the atomic output folder, the manifest.
 
-Both feature jobs check their inputs here before Spark starts, publish through ``AtomicOutput`` (OUT is replaced
-only when everything worked) and describe what they wrote with ``write_manifest`` (docs/DATA_CONTRACT.md); the
-training side reads the same files back (``musicrec.data.manifest``). Nothing here imports pyspark, so the training
+Both feature jobs check their inputs and OUT here before Spark starts (``check_output``), publish through
+``AtomicOutput`` (OUT is replaced only when everything worked, and is present at every instant) and describe what
+they wrote with ``write_manifest`` (docs/DATA_CONTRACT.md), which lists every file published; the training side
+reads the same files back (``musicrec.data.manifest``) and refuses a split folder holding a file not listed. Nothing here imports pyspark, so the training
 side can use it too; the Spark helpers for rejected rows are in ``musicrec.features.rejects``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -90,12 +95,31 @@ def check_header(path: Path, expected: list[str], sep: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Fingerprints, Parquet row counts
 # ---------------------------------------------------------------------------------------------------------------
-def _sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+def _sha256_file(path: Path) -> str:
+    return _scan_file(path, count_lines=False)[0]
+
+
+def _scan_file(path: Path, *, count_lines: bool, chunk: int = 8 << 20) -> tuple[str, int]:
+    """(sha256, lines) of a file in one streamed read (lines = 0 unless ``count_lines``: counting costs about as
+    much as hashing). Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r``, as Hadoop's line reader (Spark's text
+    and line-by-line CSV scans) splits them; a last line without a break counts."""
     digest = hashlib.sha256()
+    breaks, last = 0, b""
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
+            if count_lines:
+                breaks += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+                breaks -= last == b"\r" and block[:1] == b"\n"  # a \r\n cut between two blocks
+            last = block[-1:]
+    return digest.hexdigest(), (breaks + (last not in (b"", b"\n", b"\r"))) if count_lines else 0
+
+
+def fingerprint_and_lines(path: Path) -> tuple[dict, int]:
+    """``file_fingerprint(path)`` of a file and its number of lines (see ``_scan_file``), from one read."""
+    path = Path(path)
+    sha256, lines = _scan_file(path, count_lines=True)
+    return {"bytes": path.stat().st_size, "sha256": sha256}, lines
 
 
 def file_fingerprint(path: Path) -> dict:
@@ -132,36 +156,91 @@ def parquet_rows(path: str | Path) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # Atomic output and manifest
 # ---------------------------------------------------------------------------------------------------------------
+_TMP, _OLD, _LOCK = "tmp", "old", "lock"  # .<OUT>.tmp-<token>: staging; .<OUT>.old-<token>: the previous OUT
+_RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two paths in one step
+_AT_FDCWD = -100
+
+
+def _sibling(final: Path, kind: str, token: str = "") -> Path:
+    return final.parent / (f".{final.name}.{kind}-{token}" if token else f".{final.name}.{kind}")
+
+
+def check_output(out_dir: str | Path) -> Path:
+    """Check, before any work, that ``out_dir`` can be published: not a file, not a non-empty folder without a
+    manifest, and its parent can be created and written (a probe folder is made there and removed). Returns the
+    absolute path; every problem is one InputError naming OUT."""
+    final = Path(os.path.abspath(out_dir))
+    if final.exists() and not final.is_dir():
+        raise InputError(f"output {final} exists and is not a folder")
+    if final.is_dir() and any(final.iterdir()) and not (final / MANIFEST_NAME).is_file():
+        raise InputError(f"output folder {final} exists and holds no {MANIFEST_NAME}: not a feature-job output, "
+                         "refusing to replace it")
+    ancestor = next(p for p in final.parents if p.exists())
+    if not ancestor.is_dir():
+        raise InputError(f"output {final}: cannot write there ({ancestor} is not a folder)")
+    probe = _sibling(final, "probe", uuid.uuid4().hex[:12])
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise InputError(f"output {final}: cannot write there ({exc.strerror or exc})") from None
+    return final
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``: at no instant is either
+    path missing); False where the system or the file system cannot (then nothing changed)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 class AtomicOutput:
     """Context manager that builds an output folder ``OUT`` next to it and swaps it in only on success.
 
-    Writes go to a staging folder ``<parent>/.<name>.tmp-<uuid>`` (``.path(rel)`` gives absolute paths for
-    ``df.write``). On a clean exit the manifest (``write_manifest``) is written last, an existing ``OUT`` is moved
-    aside, the staging folder is renamed to ``OUT`` and the old one deleted. On an exception the staging folder is
-    deleted and ``OUT`` is untouched. OUT must be on a file system shared by the driver and the executors (local
-    disk for ``local[*]`` or a loopback cluster, NFS for a real one).
-
-    An existing non-empty ``OUT`` without ``_MANIFEST.json`` is not a job output: entering raises InputError
-    rather than replacing it.
+    Entering takes the lock ``<parent>/.<name>.lock`` (another job writing the same OUT is an InputError), repairs
+    what a killed earlier job left (``recover``) and makes the staging folder ``<parent>/.<name>.tmp-<token>``
+    (``.path(rel)`` gives absolute paths for ``df.write``). On a clean exit the manifest (``write_manifest``) gets
+    the listing of every file in the staging folder and is written last; then the staging folder and an existing
+    ``OUT`` are exchanged in one ``renameat2(RENAME_EXCHANGE)`` (OUT is present at every instant) and the old one is
+    deleted. Where the file system cannot exchange (not Linux, some network file systems), OUT is first renamed to
+    ``.<name>.old-<token>``; a crash before the second rename leaves that folder, which the next run (or
+    ``recover``) renames back. On an exception the staging folder is deleted and ``OUT`` is untouched. OUT must be
+    on a file system shared by the driver and the executors (local disk for ``local[*]`` or a loopback cluster, NFS
+    for a real one). An existing non-empty ``OUT`` without ``_MANIFEST.json`` is not a job output: entering raises
+    InputError rather than replacing it.
     """
 
     def __init__(self, out_dir: str | Path) -> None:
         self.final = Path(os.path.abspath(out_dir))
         token = uuid.uuid4().hex[:12]
-        self.staging = self.final.parent / f".{self.final.name}.tmp-{token}"
-        self._old = self.final.parent / f".{self.final.name}.old-{token}"
+        self.staging = _sibling(self.final, _TMP, token)
+        self._old = _sibling(self.final, _OLD, token)
+        self._lock = _sibling(self.final, _LOCK)
+        self._lock_fd: int | None = None
         self.manifest: dict | None = None
 
     def __enter__(self) -> "AtomicOutput":
-        if self.final.exists():
-            if not self.final.is_dir():
-                raise InputError(f"output {self.final} exists and is not a folder")
-            if any(self.final.iterdir()) and not (self.final / MANIFEST_NAME).is_file():
-                raise InputError(
-                    f"output folder {self.final} exists and holds no {MANIFEST_NAME}: not a feature-job output, "
-                    "refusing to replace it"
-                )
-        self.staging.mkdir(parents=True)
+        check_output(self.final)
+        self._acquire()
+        try:
+            recover(self.final)
+            self.staging.mkdir()
+        except OSError as exc:
+            self._release()
+            raise InputError(f"output {self.final}: cannot write there ({exc.strerror or exc})") from None
+        except BaseException:
+            self._release()
+            raise
         return self
 
     def path(self, rel: str = "") -> str:
@@ -169,30 +248,107 @@ class AtomicOutput:
         return str(self.staging / rel) if rel else str(self.staging)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
-            return False
         try:
-            if self.manifest is not None:
-                (self.staging / MANIFEST_NAME).write_text(
-                    json.dumps(self.manifest, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
-                )
-            moved_old = False
-            if self.final.exists():
-                os.rename(self.final, self._old)
-                moved_old = True
+            if exc_type is not None:
+                shutil.rmtree(self.staging, ignore_errors=True)
+                return False
             try:
-                os.rename(self.staging, self.final)
-            except OSError:
-                if moved_old:
-                    os.rename(self._old, self.final)
+                if self.manifest is not None:
+                    self.manifest["files"] = file_listing(self.staging)
+                    (self.staging / MANIFEST_NAME).write_text(
+                        json.dumps(self.manifest, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
+                    )
+                self._publish()
+            except BaseException:
+                shutil.rmtree(self.staging, ignore_errors=True)
                 raise
-            if moved_old:
-                shutil.rmtree(self._old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            return False
+        finally:
+            self._release()
+
+    def _publish(self) -> None:
+        """The staging folder becomes OUT; the previous OUT (if any) is deleted afterwards."""
+        if not self.final.exists():
+            os.rename(self.staging, self.final)
+            return
+        if _exchange(self.staging, self.final):
+            shutil.rmtree(self.staging, ignore_errors=True)  # holds the previous OUT now
+            return
+        os.rename(self.final, self._old)  # recoverable: recover() renames it back if we die before the next line
+        try:
+            os.rename(self.staging, self.final)
+        except OSError:
+            os.rename(self._old, self.final)
             raise
-        return False
+        shutil.rmtree(self._old, ignore_errors=True)
+
+    def _acquire(self) -> None:
+        """Hold an exclusive ``flock`` on ``.<name>.lock`` (created here, deleted by ``_release``)."""
+        while True:
+            fd = os.open(self._lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise InputError(f"output {self.final} is being written by another job (it holds {self._lock}); "
+                                 "wait for it or choose another --output") from None
+            try:
+                same = os.stat(self._lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # else the previous holder deleted the file between our open and our lock: take the new one
+                self._lock_fd = fd
+                return
+            os.close(fd)
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._lock)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def recover(final: str | Path) -> list[str]:
+    """Repair what killed jobs left beside ``final`` (call it holding the output lock): when OUT is missing, the
+    newest complete ``.<name>.old-*`` (it holds a manifest) is renamed back to OUT; every other ``.old-*`` and
+    every ``.tmp-*`` staging folder is deleted. Returns one line per action (also printed)."""
+    final = Path(final)
+    actions: list[str] = []
+    olds = sorted(final.parent.glob(f".{final.name}.{_OLD}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not final.exists():
+        complete = [p for p in olds if (p / MANIFEST_NAME).is_file()]
+        if complete:
+            os.rename(complete[0], final)
+            olds.remove(complete[0])
+            actions.append(f"restored {final} from {complete[0].name} (a job was killed while publishing)")
+    leftovers = olds + sorted(final.parent.glob(f".{final.name}.{_TMP}-*"))
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+        actions.append(f"removed {path.name} (left by a killed job)")
+    for line in actions:
+        print(f"[output] {line}", flush=True)
+    return actions
+
+
+def file_listing(root: str | Path) -> dict[str, dict]:
+    """``{relative path: {"bytes", "sha256"}}`` of every file under ``root`` except the manifest (hidden and
+    ``_`` files too): what ``_MANIFEST.json`` lists as ``files`` and the reader checks a split folder against."""
+    root = Path(root)
+    return {
+        path.relative_to(root).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.relative_to(root).as_posix() != MANIFEST_NAME
+    }
+
+
+def check_nonempty_splits(rows: dict[str, int], *, required: list[str], what: str, hint: str) -> None:
+    """InputError when a split of ``required`` has no rows: a job never publishes (and so never replaces a good
+    OUT with) an empty split that its config asks to fill. ``hint`` says where the rows went."""
+    for split in required:
+        if not rows.get(split):
+            raise InputError(f"split {split!r} would have no {what} ({hint}): refusing to publish an empty split, "
+                             "the output folder is left as it was")
 
 
 def config_fingerprint(inputs: dict, config: dict) -> str:
@@ -213,7 +369,8 @@ def write_manifest(
     extra: dict | None = None,
     splits: dict | None = None,
 ) -> dict:
-    """Build the ``_MANIFEST.json`` dict (docs/DATA_CONTRACT.md) and hand it to ``out``, which writes it last.
+    """Build the ``_MANIFEST.json`` dict (docs/DATA_CONTRACT.md) and hand it to ``out``, which adds ``files`` (the
+    listing of every file it publishes: ``file_listing``) and writes it last.
 
     ``splits`` maps split name -> folder relative to OUT (default ``{"train": "train", ...}``); ``extra`` keys are
     added at the top level (e.g. ``top_k_tags``). Returns the manifest.

@@ -8,13 +8,17 @@ import sys
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
+LOCAL_IP_ENV, LOOPBACK = "SPARK_LOCAL_IP", "127.0.0.1"
+
 
 def get_spark(app_name: str = "musicrec", master: str | None = None, conf: dict | None = None) -> SparkSession:
     """Return the active SparkSession or build one.
 
     Under ``spark-submit`` the master and resources come from the command line, so ``master`` is only applied when
-    given (tests, notebooks). ``conf`` is applied as given. The defaults below are tuned for one small machine and
-    only fill in what is not set already: a spark-submit ``--conf`` (or spark-defaults.conf) wins over them.
+    given (tests, notebooks). A JVM started here for a local master binds to loopback (``SPARK_LOCAL_IP=127.0.0.1``
+    in its environment, unless set): its web UI on port 4040 is not open to the network. ``conf`` is applied as
+    given. The defaults below are tuned for one small machine and only fill in what is not set already: a
+    spark-submit ``--conf`` (or spark-defaults.conf) wins over them.
     """
     # Python workers must run the same interpreter (and so see the same packages: torch, horovod) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -27,7 +31,7 @@ def get_spark(app_name: str = "musicrec", master: str | None = None, conf: dict 
         "spark.ui.showConsoleProgress": "true",
     }
     # attach to spark-submit's JVM (or start one) so that SparkConf() sees the --conf values given there
-    SparkContext._ensure_initialized()
+    _start_jvm(loopback=bool(master and master.startswith("local")))
     given = SparkConf()
     for key, value in defaults.items():
         if not given.contains(key):
@@ -37,3 +41,17 @@ def get_spark(app_name: str = "musicrec", master: str | None = None, conf: dict 
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("MUSICREC_SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+def _start_jvm(*, loopback: bool) -> None:
+    """Attach to the running JVM or start one; a JVM started here with ``loopback`` gets ``SPARK_LOCAL_IP=127.0.0.1``
+    (unless the variable is set), only in its own environment: processes this one starts later do not inherit it
+    (``./spark-submit.sh`` does the same for local masters)."""
+    lend = loopback and SparkContext._gateway is None and LOCAL_IP_ENV not in os.environ
+    if lend:
+        os.environ[LOCAL_IP_ENV] = LOOPBACK
+    try:
+        SparkContext._ensure_initialized()
+    finally:
+        if lend:
+            del os.environ[LOCAL_IP_ENV]

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from musicrec.columns import FIRST_TOKEN_INDEX as FIRST  # first real token index: 0 = padding, 1 = out-of-vocabulary
 from musicrec.columns import MANIFEST_NAME
+from musicrec.io import file_listing
 
 KKBOX_CATEGORICAL = {
     "user_idx": "user",
@@ -64,7 +65,7 @@ def _write_vocab(out: Path, name: str, size: int) -> None:
 
 def _write_manifest(out: Path, manifest: dict) -> dict:
     blob = json.dumps({k: manifest[k] for k in ("config", "inputs")}, sort_keys=True).encode()
-    manifest = {**manifest, "fingerprint": hashlib.sha256(blob).hexdigest()}
+    manifest = {**manifest, "fingerprint": hashlib.sha256(blob).hexdigest(), "files": file_listing(out)}
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     return manifest
 

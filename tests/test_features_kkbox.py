@@ -53,6 +53,11 @@ def test_conf_file_mirrors_defaults_and_bad_keys_are_errors():
         resolve_config({"numeric": {"age_min": 90}})
     with pytest.raises(ConfigError, match=r"min_count_by_vocab"):
         resolve_config({"vocab": {"min_count_by_vocab": {"songs": 2}}})
+    assert KkboxConfig().clean.max_rejected_fraction == 0.01
+    with pytest.raises(ConfigError, match=r"clean\.max_rejected_fraction = 2\.0: must be a number in \[0, 1\]"):
+        resolve_config({"clean": {"max_rejected_fraction": 2}})
+    with pytest.raises(ConfigError, match=r"clean\.max_rejected_fraction: expected a number, got 'abc'"):
+        resolve_config({"clean": {"max_rejected_fraction": "abc"}})
 
 
 @pytest.mark.unit
@@ -461,7 +466,8 @@ def read_rows(path: Path) -> list[dict]:
 def test_run_job_on_tiny_files_counts_every_row(spark, tmp_path):
     input_dir = write_tiny_kkbox(tmp_path / "in")
     out = tmp_path / "out"
-    config = {"vocab": {"min_count": 1, "min_count_by_vocab": {"song": 1, "artist": 1}},
+    config = {"clean": {"max_rejected_fraction": 0.5},  # 1 of 10 train rows, 2 of 5 songs are rejected on purpose
+              "vocab": {"min_count": 1, "min_count_by_vocab": {"song": 1, "artist": 1}},
               "output": {"min_files": 1}}
     summary = run_job(spark, input_dir, out, config)
 

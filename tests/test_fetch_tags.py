@@ -442,3 +442,14 @@ def test_cli_without_api_key_exits_2_and_help_works(tmp_path):
     assert help_text.returncode == 0
     for flag in ("--plays", "--out", "--cache", "--top-k", "--max-rps", "--limit", "--api-root", API_KEY_ENV):
         assert flag in help_text.stdout
+
+
+@pytest.mark.unit
+def test_cleartext_warning_only_for_plain_http_to_another_machine():
+    from musicrec.tagfetch import cleartext_warning
+
+    assert cleartext_warning("https://ws.audioscrobbler.com/2.0/") is None
+    for local in ("http://127.0.0.1:8080/2.0/", "http://localhost/2.0/", "http://[::1]:9/"):
+        assert cleartext_warning(local) is None, local
+    warning = cleartext_warning("http://mirror.example.org/2.0/")
+    assert warning and "plain http" in warning and "unencrypted" in warning

@@ -13,10 +13,15 @@ from musicrec.io import (
     AtomicOutput,
     InputError,
     check_header,
+    check_nonempty_splits,
+    check_output,
     file_fingerprint,
+    file_listing,
+    fingerprint_and_lines,
     first_line,
     parquet_rows,
     read_header,
+    recover,
     require_files,
     require_nonempty,
     write_manifest,
@@ -114,6 +119,22 @@ def test_file_fingerprint_file_and_folder(tmp_path):
         file_fingerprint(tmp_path / "missing")
 
 
+@pytest.mark.unit
+def test_fingerprint_and_lines_counts_lines_like_hadoop(tmp_path):
+    cases = [(b"", 0), (b"a", 1), (b"a\n", 1), (b"h\n1\n\n2\n", 4), (b"a\r\nb", 2), (b"a\rb\r", 2),
+             (b"a\r\n" * 5, 5), (b"x\n" * 3 + b"tail", 4)]
+    for i, (data, lines) in enumerate(cases):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(data)
+        fingerprint, counted = fingerprint_and_lines(path)
+        assert fingerprint == file_fingerprint(path) and counted == lines, data
+    from musicrec.io import _scan_file
+
+    path = tmp_path / "crlf"
+    path.write_bytes(b"a\r\nb\r\nc\r\n")
+    assert _scan_file(path, count_lines=True, chunk=2)[1] == 3  # a \r\n cut between two reads counts once
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Atomic output and manifest (no Spark)
 # --------------------------------------------------------------------------------------------------------------
@@ -180,3 +201,51 @@ def test_atomic_output_refuses_foreign_folder(tmp_path):
     with AtomicOutput(tmp_path / "empty") as out:
         _write_manifest(out)
     assert (tmp_path / "empty" / "_MANIFEST.json").is_file()
+
+
+@pytest.mark.unit
+def test_check_output_names_out_and_leaves_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=r"output .*file/out: cannot write there \(.*file is not a folder\)"):
+        check_output(tmp_path / "file" / "out")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        check_output(tmp_path / "file")
+    assert check_output(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert list((tmp_path / "new").iterdir()) == []  # the parent is made, the probe removed, OUT not yet
+
+
+@pytest.mark.unit
+def test_manifest_lists_every_published_file(tmp_path):
+    out_dir = tmp_path / "out"
+    with AtomicOutput(out_dir) as out:
+        Path(out.path("train")).mkdir()
+        Path(out.path("train/part-0.parquet")).write_bytes(b"12345")
+        Path(out.path("train/.part-0.parquet.crc")).write_bytes(b"c")
+        Path(out.path("stats.json")).write_text("{}")
+        _write_manifest(out)
+    listing = json.loads((out_dir / "_MANIFEST.json").read_text())["files"]
+    assert listing == file_listing(out_dir)
+    assert sorted(listing) == ["stats.json", "train/.part-0.parquet.crc", "train/part-0.parquet"]
+    assert listing["train/part-0.parquet"] == {"bytes": 5, "sha256": hashlib.sha256(b"12345").hexdigest()}
+
+
+@pytest.mark.unit
+def test_recover_restores_out_and_removes_leftovers(tmp_path, capsys):
+    final = tmp_path / "out"
+    old = tmp_path / ".out.old-aaaa"
+    old.mkdir()
+    (old / "_MANIFEST.json").write_text("{}")
+    (tmp_path / ".out.tmp-bbbb").mkdir()
+    (tmp_path / ".other.tmp-cccc").mkdir()  # another output's staging folder: not ours to touch
+    actions = recover(final)
+    assert (final / "_MANIFEST.json").is_file() and len(actions) == 2
+    assert "restored" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-cccc", "out"]
+    assert recover(final) == []
+
+
+@pytest.mark.unit
+def test_check_nonempty_splits():
+    check_nonempty_splits({"train": 3, "valid": 0}, required=["train"], what="rows", hint="h")
+    with pytest.raises(InputError, match=r"split 'valid' would have no rows \(h\): refusing to publish"):
+        check_nonempty_splits({"train": 3, "valid": 0}, required=["train", "valid"], what="rows", hint="h")

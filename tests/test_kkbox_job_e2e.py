@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from musicrec.io import file_listing
 from musicrec.schemas import KKBOX_FILES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,6 +137,7 @@ def test_generated_outputs_follow_the_contract(first_run, generated_input):
         assert all(a["count"] >= b["count"] for a, b in zip(vocab, vocab[1:])), name
     assert json.loads((out / "stats.json").read_text())["counts"]["train.csv:input_rows"] == train_in
     assert (out / "stats.md").read_text().startswith("# Stats")
+    assert manifest["files"] == file_listing(out)  # every file published, listed (what the reader checks against)
 
 
 @pytest.mark.e2e
@@ -164,7 +166,9 @@ def test_rerun_gives_identical_tables(first_run, generated_input, tmp_path):
     for name in names:
         assert sorted_rows(first_run / name) == sorted_rows(out2 / name), name
         assert len(list((first_run / name).glob("*.parquet"))) == len(list((out2 / name).glob("*.parquet"))), name
-    assert (first_run / "_MANIFEST.json").read_text() == (out2 / "_MANIFEST.json").read_text()
+    first, second = (json.loads((out / "_MANIFEST.json").read_text()) for out in (first_run, out2))
+    assert {**first, "files": None} == {**second, "files": None}  # part file names hold a job id
+    assert len(first["files"]) == len(second["files"])
     assert (first_run / "stats.json").read_text() == (out2 / "stats.json").read_text()
 
 

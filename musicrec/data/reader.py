@@ -1,6 +1,8 @@
 """Reading a split folder: Petastorm for the row groups of a shard, pyarrow for whole columns.
 
-This is the only module of musicrec that imports Petastorm. ``iter_row_groups`` opens a fresh
+This is the only module of musicrec that imports Petastorm. It opens only the split's ``data_files`` (the
+Parquet files, by name, never the folder): Petastorm unpickles a ``_common_metadata`` / ``_metadata`` it finds
+in a folder, and a list of files has none. ``iter_row_groups`` opens a fresh
 ``make_batch_reader(num_epochs=1)`` for one pass, so every row of the shard is read exactly once; ``cur_shard`` /
 ``shard_count`` split the row groups between ranks (Petastorm assigns row group ``i`` to shard ``i % shard_count``),
 and ``seed`` / ``shuffle_row_groups`` fix their order. With ``reader_pool="thread"`` and ``workers_count=1`` row
@@ -25,7 +27,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from musicrec.data.manifest import DataError, parquet_schema
+from musicrec.data.manifest import DataError, data_files, parquet_schema
 
 # Petastorm 0.12.1 on pyarrow 14 warns about its own use of the legacy ParquetDataset on every read.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
@@ -119,7 +121,7 @@ def iter_row_groups(
     sharded = shard_count > 1
     try:
         reader = make_batch_reader(
-            "file://" + str(Path(path).resolve()),
+            ["file://" + str(f.resolve()) for f in data_files(path)],  # files, not the folder: no summary files
             schema_fields=[re.escape(c) for c in columns],
             reader_pool_type=reader_pool,
             workers_count=workers_count,
@@ -133,12 +135,22 @@ def iter_row_groups(
     except NoDataAvailableError as exc:
         raise DataError(f"{path}: cannot split the row groups into {shard_count} shards: {exc}") from exc
     with reader:
-        for batch in reader:
+        for batch in _batches(reader, path):
             rows = {name: getattr(batch, name) for name in batch._fields}  # each (row groups, values)
             for r in range(len(rows[columns[0]])):
                 chunk = _unpack_row({name: value[r] for name, value in rows.items()}, columns, array_columns)
                 if len(chunk[columns[0]]):
                     yield chunk
+
+
+def _batches(reader, path: Path) -> Iterator:
+    """The reader's batches; a file that breaks while being read (its footer was fine) is a ``DataError``."""
+    import pyarrow as pa
+
+    try:
+        yield from reader
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: a Parquet file cannot be read ({exc}): rerun the feature job") from None
 
 
 def read_table(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
@@ -147,7 +159,11 @@ def read_table(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    table = ds.dataset(str(path), format="parquet").to_table(columns=columns)
+    parquet_schema(path)  # every footer readable, else a DataError naming the file
+    try:
+        table = ds.dataset([str(f) for f in data_files(path)], format="parquet").to_table(columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: a Parquet file cannot be read ({exc}): rerun the feature job") from None
     out: dict[str, Any] = {}
     for col in columns:
         column = table.column(col).combine_chunks()

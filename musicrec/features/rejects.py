@@ -2,9 +2,11 @@
 ``OUT/rejected/<file>/`` (``file, line, reason, raw``: docs/DATA_CONTRACT.md).
 
 A job marks each row with ``reject_reason(checks)`` (null for a good row) on the same scan that parses it, so good
-and bad rows come from one pass; ``write_rejected`` writes the bad ones. For headerless text files,
-``read_text_lines`` keeps two cheap columns from the scan that ``with_line_numbers`` turns into physical line
-numbers, in one more scan that runs only when there are rejects.
+and bad rows come from one pass; ``write_rejected`` writes the bad ones, and ``check_reject_limit`` fails the job
+when more than ``clean.max_rejected_fraction`` of a file was rejected (then the file is not in the expected
+format), with one message shape for every input file of both jobs. For text files, ``read_text_lines`` keeps two
+cheap columns from the scan that ``with_line_numbers`` turns into physical line numbers, in one more scan that runs
+only when there are rejects; ``blank_line_shifts`` finds the blank lines a CSV scan skips.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from musicrec.columns import REASON, REJECTED_DIR
-from musicrec.io import AtomicOutput
+from musicrec.io import AtomicOutput, InputError
 
 # Column layout of OUT/rejected/<file>/ (docs/DATA_CONTRACT.md).
 REJECTED_SCHEMA = T.StructType(
@@ -55,7 +57,26 @@ def write_rejected(bad_df: DataFrame, file_label: str, raw_col: str, line_col: s
     return bad_df.sparkSession.read.parquet(path).count()
 
 
-# Headerless text files: line numbers for the (rare) rejected rows
+REJECT_LIMIT_KEY = "clean.max_rejected_fraction"
+
+
+def check_reject_limit(bad_df: DataFrame, n_bad: int, n_rows: int, max_fraction: float, path: Path | str, *,
+                       line_col: str, raw_col: str, order_col: str, unit: str) -> None:
+    """Raise InputError when more than ``max_fraction`` of the ``n_rows`` rows (``unit``: "lines" or "rows") of
+    ``path`` were rejected: "file F line L: <reason>: '<raw>' (n of N <unit> rejected, more than
+    clean.max_rejected_fraction=x)", about the first bad row in file order (``order_col``; one more pass over the
+    bad rows, only when the limit is exceeded). ``line_col`` null (a multi-line read) names no line."""
+    if n_bad <= max_fraction * max(n_rows, 1):
+        return
+    first_bad = bad_df.orderBy(order_col).select(line_col, REASON, raw_col).first()
+    raw = first_bad[raw_col] or ""
+    raw = raw if len(raw) <= 200 else raw[:200] + "..."
+    where = f"line {first_bad[line_col]}" if first_bad[line_col] is not None else "first rejected record"
+    raise InputError(f"file {path} {where}: {first_bad[REASON]}: {raw!r} ({n_bad:,} of {n_rows:,} {unit} rejected, "
+                     f"more than {REJECT_LIMIT_KEY}={max_fraction})")
+
+
+# Text files: line numbers for the (rare) rejected rows
 BLOCK_COL = "_block"
 ROW_ID_COL = "_row_id"
 
@@ -92,3 +113,37 @@ def with_line_numbers(bad_df: DataFrame, spark, path: Path | str, *, out_col: st
         .withColumn(out_col, (F.col("_offset") + F.col(ROW_ID_COL) - F.col("_first_id") + 1).cast("long"))
         .drop("_first_id", "_offset")
     )
+
+
+def blank_lines(spark, path: Path | str) -> DataFrame:
+    """The blank lines of a text file, which a line-by-line CSV scan skips (a line of characters <= U+0020 only, as
+    Spark's CSV reader trims them): ``_nonblank_before`` (lines before it that are not blank) and ``_blank_no`` (its
+    1-based rank among the blank lines). Two scans of the file (``with_line_numbers``); for the rare files that
+    have blank lines (``with_blank_lines_shift``)."""
+    _blank_df = read_text_lines(spark, path).where(F.col("value").rlike(r"^[\x00-\x20]*$"))
+    _blank_order_w = Window.orderBy("_line")  # blank lines only: few rows in one task
+    return (
+        with_line_numbers(_blank_df, spark, path, out_col="_line")
+        .withColumn("_blank_no", F.row_number().over(_blank_order_w).cast("long"))
+        .select((F.col("_line") - F.col("_blank_no")).alias("_nonblank_before"), "_blank_no")
+    )
+
+
+def with_blank_lines_shift(df: DataFrame, blanks_df: DataFrame, rank_col: str, out_col: str) -> DataFrame:
+    """``out_col`` = the physical line of the row whose 1-based rank among the file's non-blank lines is
+    ``rank_col`` (unique per row): the rank plus the blank lines before it (``blanks_df`` from ``blank_lines``).
+
+    An as-of lookup: rows and blank lines ordered together by rank (a blank line after the k-th non-blank line
+    sorts after rank k), each row taking the number of the last blank line before it; one task, only for files
+    with blank lines and only over their rejected rows."""
+    _marks_df = df.select(F.col(rank_col).alias("_k"), F.lit(0).alias("_is_blank"),
+                          F.lit(None).cast("long").alias("_blank_no")).unionByName(
+        blanks_df.select(F.col("_nonblank_before").alias("_k"), F.lit(1).alias("_is_blank"), "_blank_no"))
+    _asof_w = Window.orderBy("_k", "_is_blank").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    _shift_df = (
+        _marks_df.withColumn("_shift", F.coalesce(F.last("_blank_no", ignorenulls=True).over(_asof_w), F.lit(0)))
+        .where(F.col("_is_blank") == 0)
+        .select(F.col("_k").alias(rank_col), "_shift")
+    )
+    return (df.join(_shift_df, on=rank_col, how="left")
+            .withColumn(out_col, (F.col(rank_col) + F.col("_shift")).cast("long")).drop("_shift"))

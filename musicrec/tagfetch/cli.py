@@ -12,7 +12,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from musicrec.tagfetch.client import API_KEY_ENV, DEFAULT_API_ROOT, FetchAborted, check_api_root, redact
+from musicrec.tagfetch.client import (
+    API_KEY_ENV, DEFAULT_API_ROOT, FetchAborted, check_api_root, cleartext_warning, redact,
+)
 from musicrec.tagfetch.job import FetchConfig, fetch_tags
 
 
@@ -43,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="fetch at most N not-yet-cached tracks this run")
     parser.add_argument("--retries", type=int, default=4, help="retries per track on transient errors (default 4)")
     parser.add_argument(
-        "--api-root", default=DEFAULT_API_ROOT, help=f"web service root (default {DEFAULT_API_ROOT}; for mirrors/tests)"
+        "--api-root", default=DEFAULT_API_ROOT,
+        help=f"web service root (default {DEFAULT_API_ROOT}; for mirrors/tests; plain http to another machine sends "
+             "the API key unencrypted: a warning says so)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
@@ -72,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"fetch_tags.py: error: --api-root: {exc}", file=sys.stderr)
         return 2
+    warning = cleartext_warning(args.api_root)
+    if warning:
+        print(f"fetch_tags.py: warning: {warning}", file=sys.stderr, flush=True)
     cache = args.cache or args.out.with_name(args.out.name + ".cache.jsonl")
     config = FetchConfig(
         top_k=args.top_k,

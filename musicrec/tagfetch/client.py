@@ -7,6 +7,7 @@ message built from an exception.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 import time
 from typing import TYPE_CHECKING, Callable
@@ -66,6 +67,23 @@ def check_api_root(api_root: str):
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"the API root must be an http(s) URL such as {DEFAULT_API_ROOT}, got {api_root!r}")
     return parts
+
+
+def cleartext_warning(api_root: str) -> str | None:
+    """The warning for an ``http://`` API root on another machine: every request carries the API key, and plain
+    http sends it readable to anyone on the way. None for https and for loopback (a local test server)."""
+    parts = check_api_root(api_root)
+    if parts.scheme != "http":
+        return None
+    host = parts.hostname or ""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        if host == "localhost":
+            return None
+    return (f"--api-root {api_root} is plain http: the API key in every request crosses the network unencrypted; "
+            "use an https:// root")
 
 
 def make_network(api_key: str, api_root: str = DEFAULT_API_ROOT):

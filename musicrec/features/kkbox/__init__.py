@@ -6,7 +6,8 @@ The output layout is docs/DATA_CONTRACT.md (KKBOX section). ``job.run_job`` runs
 DataFrame -> DataFrame transformation or a column function, pinned by tests/test_features_kkbox.py:
 
 1. ``read``      ``read_kkbox_csv`` (declared schema, columns taken in the file's header order, ``_corrupt_record``,
-                 ``_file``, ``_mid``), the ``*_checks`` lists -> ``with_reject_reason``, ``with_raw_record``;
+                 ``_file``, ``_mid``), ``utf8_check`` + the ``*_checks`` lists -> ``with_reject_reason``,
+                 ``with_raw_record``;
                  ``with_duplicate_reason`` for the keyed side tables; ``partition_offsets`` + ``with_row_id`` give a
                  consecutive 0-based row number in file order; ``with_line_number`` for rejected/.
 2. ``side``      ``with_isrc_fields``, ``with_member_features`` (age from ``bd``, membership days, registration
@@ -31,10 +32,11 @@ strings), aggregated three times and streamed once through broadcast joins into 
 shuffled. Everything else (vocabularies, statistics, indices) happens on the song and user tables.
 
 Every raw row is accounted for: for train.csv, train + valid + rejected = input rows, checked before anything is
-published (``check_row_accounting``) and recorded in the manifest (``row_accounting``) and in stats.json.
+published (``check_row_accounting``) and recorded in the manifest (``row_accounting``) and in stats.json. More than
+``clean.max_rejected_fraction`` of any file's rows rejected, or a split left without rows, fails the job instead.
 """
 
 from musicrec.features.kkbox.config import KkboxConfig
-from musicrec.features.kkbox.job import run_job
+from musicrec.features.kkbox.job import check_job, run_job
 
-__all__ = ["KkboxConfig", "run_job"]
+__all__ = ["KkboxConfig", "check_job", "run_job"]

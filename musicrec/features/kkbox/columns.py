@@ -19,6 +19,7 @@ RAW_COL = "_raw"  # the raw record (or its fields re-joined) for OUT/rejected/
 REASON_COL = "_reason"  # null = good row, else why it is rejected
 LINE_COL = "_line"  # 1-based physical line, for OUT/rejected/ (null when not known)
 BLANK_REASON = "blank row (every field empty)"
+INVALID_UTF8_REASON = "invalid UTF-8 bytes (or U+FFFD) in a text field"
 
 # --- side tables and entity tables ---
 GENRE_LIST, ARTIST_LIST, COMPOSER_LIST, LYRICIST_LIST = "genre_list", "artist_list", "composer_list", "lyricist_list"

@@ -36,6 +36,15 @@ class InputConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CleanConfig:
+    max_rejected_fraction: float = 0.01  # more rejected rows than this share of any one input file fails the job
+
+    def check(self) -> None:
+        require(0.0 <= self.max_rejected_fraction <= 1.0, "clean.max_rejected_fraction", self.max_rejected_fraction,
+                "must be a number in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
 class SplitConfig:
     valid_fraction: float = 0.2
 
@@ -106,6 +115,7 @@ class KkboxConfig:
     """The resolved job configuration, one field per section of conf/kkbox.yaml."""
 
     input: InputConfig = dataclasses.field(default_factory=InputConfig)
+    clean: CleanConfig = dataclasses.field(default_factory=CleanConfig)
     split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
     vocab: VocabConfig = dataclasses.field(default_factory=VocabConfig)
     multi_valued: MultiValuedConfig = dataclasses.field(default_factory=MultiValuedConfig)

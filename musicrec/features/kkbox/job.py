@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from musicrec import schemas
-from musicrec.columns import FIRST_TOKEN_INDEX, REASON, SPLIT, SPLITS, TARGET, TEST, TRAIN, VALID
+from musicrec.columns import FIRST_TOKEN_INDEX, REASON, ROW_ID, SPLIT, SPLITS, TARGET, TEST, TRAIN, VALID
 from musicrec.config import as_dict
 from musicrec.features.kkbox.columns import (
     BLANK_REASON, CATEGORICAL_VOCABS, CONTEXT_VOCABS, DATASET, FILE_COL, LINE_COL, MID_COL, MULTI_VALUED_VOCABS,
@@ -39,13 +39,19 @@ from musicrec.features.kkbox.read import (
 )
 from musicrec.features.kkbox.side import with_isrc_fields, with_member_features
 from musicrec.features.progress import StepTimer
-from musicrec.features.rejects import write_rejected
+from musicrec.features.rejects import blank_lines, check_reject_limit, write_rejected
 from musicrec.features.vocab import write_vocabs
 from musicrec.io import (
-    AtomicOutput, check_header, file_fingerprint, parquet_rows, require_files, require_nonempty, write_manifest,
+    AtomicOutput, check_header, check_nonempty_splits, check_output, file_fingerprint, fingerprint_and_lines,
+    parquet_rows, require_files, require_nonempty, write_manifest,
 )
 
 Persist = Callable[[DataFrame], DataFrame]
+
+
+class Inputs(NamedTuple):
+    paths: dict[str, Path]  # the five files
+    lines: dict[str, int]  # physical lines of each file read line by line (not the multi-line ones)
 
 
 class Events(NamedTuple):
@@ -61,25 +67,42 @@ class EntityTables(NamedTuple):
     contexts: DataFrame  # one row per (source_system_tab, source_screen_name, source_type) of the events
 
 
+def check_job(input_dir: Path, output_dir: Path, config: dict) -> tuple[KkboxConfig, dict[str, Path]]:
+    """What can be checked without Spark (``jobs/features.py`` runs it before Spark starts): the config
+    (ConfigError), the five input files (``checked_inputs``) and OUT (``io.check_output``), each an InputError."""
+    cfg = resolve_config(config)
+    paths = checked_inputs(Path(input_dir))
+    check_output(output_dir)
+    return cfg, paths
+
+
 def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict) -> dict:
     """Run the KKBOX feature job; returns a summary (row counts, vocab sizes, seconds per step).
 
-    Raises ConfigError for a bad config value and InputError for a missing file or column or an empty file (both
-    exit 2 in jobs/features.py), before OUT is touched; any failure leaves an existing OUT unchanged.
+    Raises ConfigError for a bad config value and InputError for a missing file or column, an empty file or
+    unwritable OUT (``check_job``), a file with more than ``clean.max_rejected_fraction`` of its rows rejected or a
+    split left without rows (all exit 2 in jobs/features.py); any failure leaves an existing OUT unchanged.
     """
     timer = StepTimer(spark, DATASET)
     with timer.step("check inputs"):
-        cfg = resolve_config(config)
-        paths = checked_inputs(Path(input_dir))
-        inputs = {name: file_fingerprint(path) for name, path in paths.items()}
+        cfg, paths = check_job(input_dir, output_dir, config)
+        inputs, lines = {}, {}
+        for name, path in paths.items():  # line counts come with the hash, from the same read
+            if name in cfg.input.multiline_files:
+                inputs[name] = file_fingerprint(path)
+            else:
+                inputs[name], lines[name] = fingerprint_and_lines(path)
     list_vocab = list_vocabs(cfg.multi_valued.shared_person_vocab)
+    files = Inputs(paths, lines)
     with AtomicOutput(output_dir) as out, _cached_frames() as persist:
         with timer.step("read side tables"):
-            side, accounting = read_side_tables(spark, paths, cfg, out, persist)
+            side, accounting = read_side_tables(spark, files, cfg, out, persist)
         with timer.step("read events"):
-            events = read_split_events(spark, paths, cfg, out, persist)
+            events = read_split_events(spark, files, cfg, out, persist)
             accounting.update(events.accounting)
             check_row_accounting(accounting)
+            check_nonempty_splits(_split_rows(accounting), required=_required_splits(cfg), what="rows", hint=(
+                f"train.csv: {accounting[schemas.KKBOX_TRAIN_FILE]}, test.csv: {accounting[schemas.KKBOX_TEST_FILE]}"))
         with timer.step("entity tables + vocabularies"):
             tables = entity_tables(events.good_df, side, cfg, persist)
             vocabs_df, vocab_sizes = write_entity_vocabs(tables, list_vocab, cfg, out, persist)
@@ -137,21 +160,44 @@ def checked_inputs(input_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def _write_rejects(bad_df: DataFrame, name: str, cfg: KkboxConfig, out: AtomicOutput) -> int:
-    """Rows of file ``name`` rejected (``_reason``) to OUT/rejected/<name>/ with their physical lines; how many."""
+def _split_rows(accounting: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Rows of each split, from the row accounting of train.csv and test.csv."""
+    return {TRAIN: accounting[schemas.KKBOX_TRAIN_FILE][TRAIN], VALID: accounting[schemas.KKBOX_TRAIN_FILE][VALID],
+            TEST: accounting[schemas.KKBOX_TEST_FILE][TEST]}
+
+
+def _required_splits(cfg: KkboxConfig) -> list[str]:
+    """The splits that must have rows: all three, but valid only when ``split.valid_fraction`` asks for it."""
+    return [TRAIN, TEST] + ([VALID] if cfg.split.valid_fraction > 0 else [])
+
+
+def _write_rejects(spark: SparkSession, bad_df: DataFrame, name: str, files: Inputs, rows: int, cfg: KkboxConfig,
+                   out: AtomicOutput) -> int:
+    """Rows of file ``name`` rejected (``_reason``) to OUT/rejected/<name>/ with their physical lines; how many.
+    More than ``clean.max_rejected_fraction`` of its ``rows`` rejected fails the job (``check_reject_limit``).
+
+    A line-by-line CSV scan skips blank lines; when the file has more lines than header + rows (rare), two more
+    scans find them (``rejects.blank_lines``) so that every later line number stays right."""
+    multi_line = name in cfg.input.multiline_files
+    has_blank_lines = not multi_line and files.lines[name] != rows + 1
+    blanks_df = blank_lines(spark, files.paths[name]) if has_blank_lines else None
     lined_df = (
-        bad_df.transform(with_line_number, multi_line=name in cfg.input.multiline_files)
+        bad_df.transform(with_line_number, multi_line=multi_line, blanks_df=blanks_df)
         .withColumnRenamed(REASON_COL, REASON)
     )
-    return write_rejected(lined_df, name, RAW_COL, LINE_COL, out)
+    rejected = write_rejected(lined_df, name, RAW_COL, LINE_COL, out)
+    check_reject_limit(lined_df, rejected, rows, cfg.clean.max_rejected_fraction, files.paths[name],
+                       line_col=LINE_COL, raw_col=RAW_COL, order_col=ROW_ID, unit="rows")
+    return rejected
 
 
-def read_side_tables(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig, out: AtomicOutput,
+def read_side_tables(spark: SparkSession, files: Inputs, cfg: KkboxConfig, out: AtomicOutput,
                      persist: Persist) -> tuple[dict[str, DataFrame], dict[str, dict[str, int]]]:
     """songs.csv, members.csv and song_extra_info.csv checked and deduplicated, their rejected rows written;
     returns the good rows of each and its accounting (input rows = kept + rejected)."""
     scans = {  # cached: the row offsets, rejected/ and the entity joins read them
-        name: persist(read_side_table(spark, paths[name], name, checks(), cfg)) for name, checks in SIDE_CHECKS.items()
+        name: persist(read_side_table(spark, files.paths[name], name, checks(), cfg))
+        for name, checks in SIDE_CHECKS.items()
     }
     offsets, totals = partition_offsets(
         functools.reduce(DataFrame.unionByName, [df.select(FILE_COL, MID_COL) for df in scans.values()])
@@ -160,18 +206,18 @@ def read_side_tables(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConf
     for name, scan_df in scans.items():
         marked_df = mark_side_table(scan_df, name, SIDE_KEYS[name])
         bad_df = marked_df.where(F.col(REASON_COL).isNotNull()).transform(with_row_id, offsets)
-        rejected = _write_rejects(bad_df, name, cfg, out)
+        rejected = _write_rejects(spark, bad_df, name, files, totals.get(name, 0), cfg, out)
         accounting[name] = {"input_rows": totals.get(name, 0), "kept": totals.get(name, 0) - rejected,
                             "rejected": rejected}
         kept[name] = marked_df.where(F.col(REASON_COL).isNull())
     return kept, accounting
 
 
-def read_split_events(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig, out: AtomicOutput,
+def read_split_events(spark: SparkSession, files: Inputs, cfg: KkboxConfig, out: AtomicOutput,
                       persist: Persist) -> Events:
     """train.csv and test.csv read, numbered in file order and split, their rejected rows written (test.csv's
     blank padding rows only counted) and every row accounted for."""
-    marked_df = persist(read_events(spark, paths, cfg))  # cached: every later step reads the events
+    marked_df = persist(read_events(spark, files.paths, cfg))  # cached: every later step reads the events
     offsets, totals = partition_offsets(marked_df)
     cut = valid_cut(totals.get(schemas.KKBOX_TRAIN_FILE, 0), cfg.split.valid_fraction)
     events_df = marked_df.transform(with_row_id, offsets).transform(with_split, cut=cut)
@@ -179,7 +225,7 @@ def read_split_events(spark: SparkSession, paths: dict[str, Path], cfg: KkboxCon
     for name in (schemas.KKBOX_TRAIN_FILE, schemas.KKBOX_TEST_FILE):
         is_dropped_blank = F.lit(name == schemas.KKBOX_TEST_FILE) & (F.col(REASON_COL) == BLANK_REASON)
         bad_df = events_df.where((F.col(FILE_COL) == name) & F.col(REASON_COL).isNotNull() & ~is_dropped_blank)
-        written[name] = _write_rejects(bad_df, name, cfg, out)
+        written[name] = _write_rejects(spark, bad_df, name, files, totals.get(name, 0), cfg, out)
     kind = (
         F.when(F.col(REASON_COL).isNull(), F.col(SPLIT))
         .when((F.col(FILE_COL) == schemas.KKBOX_TEST_FILE) & (F.col(REASON_COL) == BLANK_REASON), F.lit("blank"))
@@ -246,9 +292,7 @@ def write_event_splits(good_df: DataFrame, user_feat_df: DataFrame, song_feat_df
     """One pass over the events: broadcast joins, source indices, OUT/{train,valid,test}. Returns the rows written
     per split (checked against the rows counted when reading and the events of the entity tables), the rejected
     rows of every file and test.csv's blank rows."""
-    split_rows = {TRAIN: accounting[schemas.KKBOX_TRAIN_FILE][TRAIN],
-                  VALID: accounting[schemas.KKBOX_TRAIN_FILE][VALID],
-                  TEST: accounting[schemas.KKBOX_TEST_FILE][TEST]}
+    split_rows = _split_rows(accounting)
     output_df = (
         good_df.transform(join_features, user_feat_df, song_feat_df)
         .transform(with_context_indices, vocabs_df)

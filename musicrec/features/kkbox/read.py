@@ -8,6 +8,7 @@ without a sort; ``with_line_number`` turns that number into the physical line of
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -17,11 +18,11 @@ from pyspark.sql import types as T
 from musicrec import schemas
 from musicrec.columns import ID, MSNO, ROW_ID, SONG_ID, TARGET
 from musicrec.features.kkbox.columns import (
-    BLANK_REASON, CORRUPT_COL, FILE_COL, LINE_COL, MID_COL, RAW_COL, REASON_COL,
+    BLANK_REASON, CORRUPT_COL, FILE_COL, INVALID_UTF8_REASON, LINE_COL, MID_COL, RAW_COL, REASON_COL,
 )
 from musicrec.features.kkbox.config import KkboxConfig
 from musicrec.features.kkbox.side import yyyymmdd
-from musicrec.features.rejects import reject_reason
+from musicrec.features.rejects import reject_reason, with_blank_lines_shift
 from musicrec.io import read_header
 
 _MID_PART_BITS = 33  # monotonically_increasing_id puts the partition index above the lower 33 bits
@@ -78,6 +79,16 @@ def _present(col_name: str) -> Column:
 
 def malformed_check() -> tuple[Column, str]:
     return F.col(CORRUPT_COL).isNull(), "malformed CSV record (wrong number of fields or a value of the wrong type)"
+
+
+def utf8_check(schema: T.StructType) -> tuple[Column, str]:
+    """No U+FFFD in any text field: Spark's CSV reader decodes each record before parsing it and puts U+FFFD in
+    place of bytes that are not UTF-8 (the bytes are gone by then), so that character marks them; a row holding
+    it is rejected (and counted) instead of keeping names silently changed. The readers (``read_events``,
+    ``read_side_table``) put it before a file's own checks (a blank row holds no U+FFFD, so it is still blank)."""
+    text_cols = [f.name for f in schema.fields if isinstance(f.dataType, T.StringType)] + [CORRUPT_COL]
+    has_fffd = [F.coalesce(F.col(f"`{name}`").contains("\ufffd"), F.lit(False)) for name in text_cols]
+    return ~functools.reduce(lambda a, b: a | b, has_fffd), INVALID_UTF8_REASON
 
 
 def train_checks() -> list[tuple[Column, str]]:
@@ -218,12 +229,19 @@ def with_row_id(df: DataFrame, offsets: dict[str, int], *, row_id_col: str = ROW
     return df.withColumn(row_id_col, (F.try_element_at(offset_map, key) + position).cast("long"))
 
 
-def with_line_number(df: DataFrame, *, multi_line: bool, row_id_col: str = ROW_ID, line_col: str = LINE_COL
-                     ) -> DataFrame:
+def with_line_number(df: DataFrame, *, multi_line: bool, blanks_df: DataFrame | None = None,
+                     row_id_col: str = ROW_ID, line_col: str = LINE_COL) -> DataFrame:
     """1-based physical line of a row (header = line 1) when the file was read line by line; null for a
-    multi-line read, where a record may span several lines."""
-    line = F.lit(None).cast("long") if multi_line else F.col(row_id_col) + F.lit(2)
-    return df.withColumn(line_col, line.cast("long"))
+    multi-line read, where a record may span several lines.
+
+    The scan skips blank lines, so row ``r`` is the ``r + 2``-th non-blank line: its physical line when the file
+    has none, else that plus the blank lines before it (``blanks_df`` from ``rejects.blank_lines``)."""
+    if multi_line:
+        return df.withColumn(line_col, F.lit(None).cast("long"))
+    _ranked_df = df.withColumn("_rank", (F.col(row_id_col) + F.lit(2)).cast("long"))
+    if blanks_df is None:
+        return _ranked_df.withColumnRenamed("_rank", line_col)
+    return _ranked_df.transform(with_blank_lines_shift, blanks_df, "_rank", line_col).drop("_rank")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -238,7 +256,7 @@ def read_events(spark: SparkSession, paths: dict[str, Path], cfg: KkboxConfig) -
         _scan_df = read_kkbox_csv(spark, paths[name], schema, file_label=name,
                                   multi_line=name in cfg.input.multiline_files)
         frames.append(
-            _scan_df.transform(with_reject_reason, checks)
+            _scan_df.transform(with_reject_reason, [utf8_check(schema), *checks])
             .transform(with_raw_record, schema.fieldNames())
             .select(*[F.col(c) if c in schema.fieldNames() else F.lit(None).cast("int").alias(c)
                       for c in _EVENT_COLUMNS], FILE_COL, MID_COL, RAW_COL, REASON_COL)
@@ -257,7 +275,7 @@ def read_side_table(spark: SparkSession, path: Path, name: str, checks: list[tup
     then ``mark_side_table`` adds duplicates and raw records on top of the cache."""
     schema = schemas.KKBOX_SCHEMAS[name]
     return read_kkbox_csv(spark, path, schema, file_label=name, multi_line=name in cfg.input.multiline_files
-                          ).transform(with_reject_reason, checks)
+                          ).transform(with_reject_reason, [utf8_check(schema), *checks])
 
 
 def mark_side_table(df: DataFrame, name: str, key_col: str) -> DataFrame:
