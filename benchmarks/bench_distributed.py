@@ -73,7 +73,7 @@ def run(model: str, data: Path, run_dir: Path, workers: int, epochs: int, thread
 
     python = sys.executable
     cmd = [python, "jobs/train.py", "--model", model, "--data", str(data), "--epochs", str(epochs),
-           "--run-dir", str(run_dir), "--tracking-uri", "none", "--set", "train.progress=false",
+           "--run-dir", str(run_dir), "--overwrite", "--tracking-uri", "none", "--set", "train.progress=false",
            "--set", "train.patience=0"]
     has_key = "num_threads" in TrainConfig.__dataclass_fields__
     if has_key:

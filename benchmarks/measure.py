@@ -16,6 +16,12 @@ from pathlib import Path
 import psutil
 
 
+def append_record(path: Path, text: str) -> None:
+    """Append one run's report ``text`` to a ``RESULTS_*.md`` file (what every benchmark's ``--record`` does)."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("\n" + text)
+
+
 def cpu_model(unknown: str = "unknown CPU") -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform.processor()`` says, else ``unknown``."""
     try:

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as ds
 
+from measure import append_record  # a sibling of this script
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS_scale.md"
 
@@ -90,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(json.dumps(rows, indent=1))
     if args.record:
-        with open(RESULTS, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text)
+        append_record(RESULTS, text)
     return 0
 
 

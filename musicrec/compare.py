@@ -9,7 +9,8 @@ Markdown table per dataset (``format_table``), writes ``comparison.md``, ``compa
 
 Which numbers (``run_values``): test-split metrics (``test_*``) where the run has them, else the best epoch's
 validation metrics (``best_valid_*``). The best run is chosen by its VALIDATION value of the first metric of
-``RANK_BY`` it has; the table shows its test values.
+``RANK_BY`` it has; the table shows its test values and, in ``examples``, how many examples they were measured on
+(``test_examples`` / ``best_valid_examples``: the split, or the fixed sample of ``eval.max_examples``).
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ COLUMNS = {
 }
 RANK_BY = {"kkbox": ["auc"], "lastfm": ["hr@10", "loo_hr@10"]}  # first metric a run has decides its rank
 PLOT_METRICS = {"kkbox": ["auc"], "lastfm": ["hr@10", "ndcg@10", "loo_hr@10"]}
+EXAMPLES = "examples"  # the examples a run's metrics were measured on: a column of every table
 COMPARE_EXPERIMENT = "musicrec-compare"
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png")
 
 
 def run_values(run, dataset: str) -> tuple[dict[str, float], str]:
-    """The run's comparable metrics ({display name: value}) and where they come from ("test" or "valid")."""
+    """The run's comparable metrics ({display name: value}, with ``examples``) and where they come from ("test" or
+    "valid")."""
     metrics = run.data.metrics
     values, sources = {}, set()
-    for name in COLUMNS[dataset]:
+    for name in [*COLUMNS[dataset], EXAMPLES]:
         for prefix, source in (("test_", "test"), ("best_valid_", "valid")):
             key = metric_key(prefix + name)
             if key in metrics and not math.isnan(metrics[key]):
@@ -99,17 +102,19 @@ def format_table(rows: list[dict]) -> str:
     blocks = []
     for dataset in sorted({r["dataset"] for r in rows}):
         cols = COLUMNS[dataset]
-        header = ["model", *cols, "from", "run"]
+        header = ["model", *cols, EXAMPLES, "from", "run"]
         lines = [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in (r for r in rows if r["dataset"] == dataset):
-            cells = [r["model"], *[f"{r[c]:.4f}" if c in r else "" for c in cols], r["source"], r["run_id"][:8]]
+            examples = f"{int(r[EXAMPLES]):,}" if EXAMPLES in r else ""
+            metrics = [f"{r[c]:.4f}" if c in r else "" for c in cols]
+            cells = [r["model"], *metrics, examples, r["source"], r["run_id"][:8]]
             lines.append("| " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    cols = ["dataset", "model", *dict.fromkeys(c for cs in COLUMNS.values() for c in cs), "source", "run_id"]
+    cols = ["dataset", "model", *dict.fromkeys(c for cs in COLUMNS.values() for c in cs), EXAMPLES, "source", "run_id"]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()

@@ -9,6 +9,10 @@ Ranking:
 - ``ranking_sums(ranks, ks)``: SUMS of hr@k, ndcg@k = 1/log2(rank+1), mrr@k = 1/rank (each 0 when rank > k) plus
   ``count``, so per-worker sums can be all-reduced exactly; ``means_from_sums`` divides by the count afterwards.
   ``ranking_metrics(ranks, ks)`` gives the means directly.
+- ``chunked_target_ranks(score_chunk, target_scores, targets, vocab_size, chunk_size)``: the same ranks as
+  ``target_ranks`` on the masked (B, V) scores (optimistic ties, padding and OOV never candidates), from the
+  scores of one block of ``chunk_size`` columns at a time, so memory is bounded by a chunk, not by V; with
+  ``logsumexp=True`` also the log-sum-exp of every row's raw scores over all V columns (the full-softmax loss).
 - ``sampled_ranks(scores_pos, scores_neg)``: the NCF paper's leave-one-out protocol (rank of the held-out positive
   among itself + 99 sampled negatives); ``sampled_hr_ndcg(ranks, k=10)`` -> {"hr@10", "ndcg@10"}.
 
@@ -24,12 +28,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from musicrec.columns import OOV_INDEX, PAD_INDEX
+from musicrec.columns import FIRST_TOKEN_INDEX, OOV_INDEX, PAD_INDEX
 
 DEFAULT_KS = (1, 5, 10, 20)
 TIE_RULES = ("optimistic", "pessimistic")
@@ -74,6 +78,46 @@ def target_ranks(scores, targets, ties: str = "optimistic") -> torch.Tensor:
     if ties == "optimistic":
         return 1 + (scores > target_scores).sum(dim=1)  # (B,)
     return (scores >= target_scores).sum(dim=1)  # (B,), the target counts itself
+
+
+def chunked_target_ranks(
+    score_chunk: Callable[[slice], torch.Tensor],
+    target_scores: torch.Tensor,
+    targets: torch.Tensor,
+    vocab_size: int,
+    chunk_size: int,
+    logsumexp: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(ranks (B,), log-sum-exp (B,) or None): the optimistic ``target_ranks`` of ``targets`` among the real songs
+    [2, V), scored ``chunk_size`` columns at a time by ``score_chunk(slice(lo, hi))`` -> (B, hi - lo) (or (1, hi - lo)
+    when every row has the same scores); ``target_scores`` (B,) are the targets' raw scores.
+
+    rank = 1 + #{real candidates c != target with score > the target's}; a padding or OOV target ranks behind every
+    real song (rank V - 1), as it does against -inf in ``target_ranks``. The target itself is left out of the count
+    rather than compared with its own score, so a chunk that computes it a rounding error apart cannot push it down.
+    ``logsumexp`` needs the chunks of all V columns, the special ones included, as ``F.cross_entropy`` over the raw
+    logits takes them."""
+    assert chunk_size >= 1, f"chunk_size must be >= 1, got {chunk_size}"
+    targets = targets.to(target_scores.device).long()  # (B,)
+    special = targets < FIRST_TOKEN_INDEX  # (B,): padding / OOV targets
+    t = torch.where(special, torch.full_like(target_scores, float("-inf")), target_scores).unsqueeze(1)  # (B, 1)
+    greater = torch.zeros(targets.shape, dtype=torch.long, device=targets.device)  # (B,)
+    lse = torch.full(targets.shape, float("-inf"), dtype=torch.float32, device=targets.device) if logsumexp else None
+    for lo in range(0 if logsumexp else FIRST_TOKEN_INDEX, vocab_size, chunk_size):
+        hi = min(lo + chunk_size, vocab_size)
+        scores = score_chunk(slice(lo, hi)).float()  # (B, C) or (1, C)
+        if torch.isnan(scores).any():
+            raise ValueError(f"scores of songs [{lo}, {hi}) contain NaN")
+        if lse is not None:
+            lse = torch.logaddexp(lse, torch.logsumexp(scores, dim=1))
+        first = max(FIRST_TOKEN_INDEX - lo, 0)  # the real songs of the chunk start here
+        above = scores[:, first:] > t  # (B, C')
+        inside = (targets >= lo + first) & (targets < hi)  # (B,): the target is one of these columns
+        if bool(inside.any()):  # ``above`` is a fresh (B, C') tensor (broadcast against t)
+            rows = inside.nonzero().squeeze(1)
+            above[rows, targets[rows] - lo - first] = False  # the target is no candidate of its own
+        greater += above.sum(dim=1)
+    return 1 + greater, lse
 
 
 def sampled_ranks(scores_pos, scores_neg, ties: str = "optimistic") -> torch.Tensor:

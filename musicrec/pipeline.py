@@ -1,5 +1,5 @@
 """The main job, end to end, as ``jobs/pipeline.py`` (``./run.sh demo``) runs it: raw files -> Spark feature jobs
--> training (Horovod) -> MLflow comparison.
+-> training (Horovod or torch.distributed) -> MLflow comparison.
 
 ``run_demo`` runs every stage as a subprocess of the project's own commands (the ones a user runs by hand, printed
 as they run), from the repository root and with the tools of the interpreter running the pipeline:
@@ -8,7 +8,8 @@ as they run), from the repository root and with the tools of the interpreter run
    for each dataset given no folder of real files (``check_raw_files`` first checks the real ones are complete);
 2. ``features-<dataset>``: ``./spark-submit.sh jobs/features.py <dataset>``;
 3. ``train-<dataset>-<model>``: ``jobs/train.py`` for each of ``TRAININGS``, the learned models under
-   ``horovodrun -np N``;
+   ``horovodrun -np N`` or ``torchrun --standalone --nproc_per_node N`` (``LAUNCHERS``), each with
+   ``--max-steps N`` when given (a step budget, for a bounded run at the real size);
 4. ``compare``: ``jobs/compare.py``, always rerun (it is cheap and reads whatever runs exist).
 
 Each stage of 1-3 (``stage``) records what it was run on in ``.stamp-<name>.json`` (a ``fingerprint`` of its
@@ -33,15 +34,19 @@ PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 DATASETS = ("lastfm", "kkbox")
 REQUIRED_FILES = {"lastfm": [LASTFM_PLAYS_FILE], "kkbox": KKBOX_FILES}
+LAUNCHERS = ("horovodrun", "torchrun")  # start the learned models' workers (``launch_command``); the first: default
 
-# (model, dataset, launched with horovodrun?) in the order they run; baselines run in one process.
+# (model, dataset, launched with horovodrun / torchrun?) in the order they run; baselines run in one process.
 TRAININGS = [
     ("pop", "kkbox", False),
+    ("rate", "kkbox", False),
+    ("lightgbm", "kkbox", False),
     ("logreg", "kkbox", False),
     ("dnn", "kkbox", True),
     ("ncf", "kkbox", True),
     ("pop", "lastfm", False),
     ("cooc", "lastfm", False),
+    ("sknn", "lastfm", False),
     ("gru", "lastfm", True),
     ("ncf", "lastfm", True),
 ]
@@ -73,7 +78,8 @@ def stage(name: str, stamp_dir: Path, inputs: list[Path], params: dict, cmd: lis
         return
     log(f"{name}: {' '.join(shlex.quote(c) for c in cmd)}")
     started = time.time()
-    # Tools (spark-submit, horovodrun) and Spark's Python workers come from the interpreter running this pipeline.
+    # Tools (spark-submit, horovodrun, torchrun) and Spark's Python workers come from the interpreter running this
+    # pipeline.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYSPARK_PYTHON": PYTHON,
            "PYSPARK_DRIVER_PYTHON": PYTHON}
     result = subprocess.run(cmd, cwd=REPO, env=env)
@@ -113,15 +119,27 @@ def features_stage(dataset: str, work: Path, raw: Path) -> None:
     stage(f"features-{dataset}", work / "features", inputs, {"cmd": cmd[1:]}, cmd)
 
 
-def training_stages(work: Path, common: list[str], num_proc: int) -> None:
+def launch_command(launcher: str, num_proc: int, train: list[str]) -> list[str]:
+    """``train`` (``[python, jobs/train.py, ...]``) under ``launcher`` with ``num_proc`` workers on this host:
+    horovodrun (Gloo) runs the whole command, torchrun (``--standalone``: its own rendezvous on a free local port)
+    runs the script with this interpreter; jobs/train.py picks the matching backend from the environment."""
+    if launcher == "horovodrun":
+        return [str(BIN / "horovodrun"), "-np", str(num_proc), "--gloo", "-H", f"localhost:{num_proc}"] + train
+    if launcher == "torchrun":
+        return [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(num_proc)] + train[1:]
+    raise ValueError(f"unknown launcher {launcher!r}; expected one of {', '.join(LAUNCHERS)}")
+
+
+def training_stages(work: Path, common: list[str], num_proc: int, launcher: str = "horovodrun") -> None:
     """Stage 3: every one of ``TRAININGS`` (``common``: the options of every run), the baselines in one process,
-    the learned models with ``horovodrun -np num_proc`` (in one process when ``num_proc`` is 1)."""
+    the learned models with ``num_proc`` workers under ``launcher`` (in one process when ``num_proc`` is 1)."""
     for model, dataset, distributed in TRAININGS:
         data = work / "features" / dataset
         run_dir = work / "runs" / f"{dataset}-{model}"
-        train = [PYTHON, "jobs/train.py", "--model", model, "--data", str(data), "--run-dir", str(run_dir)] + common
+        train = [PYTHON, "jobs/train.py", "--model", model, "--data", str(data), "--run-dir", str(run_dir),
+                 "--overwrite"] + common  # the pipeline owns its work folder: a changed stage trains afresh
         if distributed and num_proc > 1:
-            cmd = [str(BIN / "horovodrun"), "-np", str(num_proc), "--gloo", "-H", f"localhost:{num_proc}"] + train
+            cmd = launch_command(launcher, num_proc, train)
         else:
             cmd = train
         inputs = [data, REPO / "musicrec", REPO / "conf" / f"{model}.yaml"]
@@ -138,11 +156,14 @@ def compare_stage(work: Path, tracking_uri: str | None) -> None:
 
 
 def run_demo(workdir: Path, lastfm: Path | None = None, kkbox: Path | None = None, *, scale: float | None = None,
-             seed: int = 7, num_proc: int = 2, epochs: int | None = None, tracking_uri: str | None = None,
-             skip_train: bool = False) -> int:
+             seed: int = 7, num_proc: int = 2, epochs: int | None = None, max_steps: int | None = None,
+             tracking_uri: str | None = None, skip_train: bool = False, launcher: str = "horovodrun") -> int:
     """Run the whole pipeline in ``workdir`` on the real files in ``lastfm`` / ``kkbox`` (None: generated ones);
-    returns the exit status: 0 done, 2 a folder of real files lacks a required file (one ``error:`` line). A stage
-    that fails ends the run (``SystemExit`` naming it: exit status 1)."""
+    ``epochs`` / ``max_steps`` go to every training (``--epochs`` / ``--max-steps``: a step budget bounds each
+    learned model's run, e.g. at ``scale`` 1.0 on a CPU); ``launcher`` (``LAUNCHERS``) starts the learned models'
+    ``num_proc`` workers. Returns the exit status: 0 done, 2 a folder of real files
+    lacks a required file (one ``error:`` line). A stage that fails ends the run (``SystemExit``
+    naming it: exit status 1)."""
     work = workdir.resolve()
     raw = {"lastfm": lastfm, "kkbox": kkbox}
     error = check_raw_files(raw)
@@ -162,7 +183,9 @@ def run_demo(workdir: Path, lastfm: Path | None = None, kkbox: Path | None = Non
         common += ["--tracking-uri", tracking_uri]
     if epochs is not None:
         common += ["--epochs", str(epochs)]
-    training_stages(work, common, num_proc)
+    if max_steps is not None:
+        common += ["--max-steps", str(max_steps)]
+    training_stages(work, common, num_proc, launcher)
     compare_stage(work, tracking_uri)
     log("done. Open the MLflow UI with:  ./run.sh mlflow-ui   (then browse http://127.0.0.1:5000)")
     return 0

@@ -6,10 +6,18 @@ maintenance mode), so the project default is the SQLite store MLflow recommends.
 next to the database in ``mlruns/`` (``<repo>/mlruns/<experiment>/`` by default; both paths are git-ignored).
 
 A run logs: the resolved config flattened as params and as ``config.yaml``; the data fingerprint, path and vocab
-sizes (params ``data.*`` and ``vocab.*``) and the manifest as ``data_manifest.json``; per-epoch metrics with
-``step = epoch``; final metrics (``best_valid_*``, ``test_*``, ``best_epoch``); ``learning_curves.png``; and the
-model (``mlflow.pytorch.log_model``, or a pickled baseline under ``baseline/``). Metric names cannot contain ``@``
-in MLflow, so ``hr@10`` is logged as ``hr_at_10`` (``metric_key``; ``display_name`` turns it back).
+sizes (params ``data.*`` and ``vocab.*``) and the manifest as ``data_manifest.json``; the feature output as the
+run's input dataset (``mlflow.log_input`` of a metadata-only dataset: name ``<dataset>-features``, digest = the
+manifest fingerprint, source = the folder; the UI's "Dataset" column); per-epoch metrics with ``step = epoch``; final
+metrics (``best_valid_*``, ``test_*``, ``best_epoch``); ``learning_curves.png``; and the model
+(``mlflow.pytorch.log_model``, or a pickled baseline under ``baseline/``). Metric names cannot contain ``@`` in
+MLflow, so ``hr@10`` is logged as ``hr_at_10`` (``metric_key``; ``display_name`` turns it back).
+
+System metrics (the UI's "System metrics" tab): every run gets MLflow's ``SystemMetricsMonitor`` (what
+``mlflow.start_run(log_system_metrics=True)`` starts), which samples CPU and memory use, disk and network, and GPU use
+and memory through ``pynvml`` (the ``nvidia-ml-py`` package) when a GPU is there, every ``SYSTEM_METRICS_INTERVAL_S``
+seconds (``$MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides it) as ``system/*`` metrics; ``end`` adds one last
+sample, so a run shorter than an interval has one too. It needs ``psutil`` (a dependency of the project).
 """
 
 from __future__ import annotations
@@ -19,14 +27,18 @@ import json
 import logging
 import os
 import pickle
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
+
+from musicrec.config import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT_PREFIX = "musicrec-"
 ARTIFACTS_FOLDER = "mlruns"
+SYSTEM_METRICS_INTERVAL_S = 10.0  # MLflow's default; $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
 
 
 def default_tracking_uri() -> str:
@@ -37,6 +49,20 @@ def default_tracking_uri() -> str:
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """The explicit ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``default_tracking_uri()``."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """An ``http(s)://`` tracking server must accept a connection within ``timeout_s`` (MLflow's client would retry
+    for minutes): else a ``ConfigError`` naming the URI. Other stores (sqlite, files) are local: nothing to check."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"MLflow tracking server {uri} is unreachable ({exc.strerror or exc}): start it, or pass "
+                          "--tracking-uri sqlite:///<path>/mlflow.db (a local store) or --tracking-uri none") from None
 
 
 def artifact_root(uri: str) -> str | None:
@@ -131,6 +157,16 @@ def plot_learning_curves(history: list[Mapping[str, float]], path: str | Path, t
     return path
 
 
+def feature_dataset(dataset: str, data_dir: str, fingerprint: str):
+    """The feature output as an MLflow dataset with metadata only (nothing is read or copied): name
+    ``<dataset>-features``, digest = the manifest fingerprint, source = the local folder."""
+    from mlflow.data import get_dataset_source_from_json
+    from mlflow.data.meta_dataset import MetaDataset
+
+    source = get_dataset_source_from_json(json.dumps({"uri": str(data_dir)}), source_type="local")
+    return MetaDataset(source, name=f"{dataset}-features", digest=fingerprint or None)
+
+
 class Tracker:
     """No-op tracker (non-root workers, ``--tracking-uri none``); ``MlflowTracker`` records for real."""
 
@@ -167,6 +203,8 @@ class MlflowTracker(Tracker):
         self.run_name = run_name
         self.enabled = enabled
         self._run = None
+        self._monitor = None
+        self._prior_status = None  # a continued run's status before this process took it over
 
     def start(self, *, config, manifest, model_name, data_dir="", fingerprint="", resumed=False) -> None:
         if not self.enabled:
@@ -180,15 +218,16 @@ class MlflowTracker(Tracker):
         experiment_id = get_or_create_experiment(client, experiment_name(self.dataset), self.tracking_uri)
         if self.run_id is not None:
             try:
-                client.get_run(self.run_id)
+                self._prior_status = client.get_run(self.run_id).info.status
             except Exception:
                 print(f"MLflow run {self.run_id} not found in {self.tracking_uri}; starting a new run", flush=True)
                 self.run_id, resumed = None, False
         if self.run_id is not None:
-            self._run = mlflow.start_run(run_id=self.run_id)
+            self._run = mlflow.start_run(run_id=self.run_id, log_system_metrics=False)
         else:
-            self._run = mlflow.start_run(experiment_id=experiment_id, run_name=self.run_name)
+            self._run = mlflow.start_run(experiment_id=experiment_id, run_name=self.run_name, log_system_metrics=False)
             self.run_id = self._run.info.run_id
+        self._monitor = _start_system_metrics(self.run_id, self.tracking_uri, resumed=resumed)
         if resumed:
             mlflow.set_tag("musicrec.resumed", "true")
             mlflow.log_text(yaml.safe_dump(dict(config), sort_keys=False), f"config_resume_{_now()}.yaml")
@@ -203,6 +242,7 @@ class MlflowTracker(Tracker):
         mlflow.log_params(params)
         mlflow.log_text(yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
         mlflow.log_text(json.dumps(manifest, indent=2, default=str), "data_manifest.json")
+        mlflow.log_input(feature_dataset(self.dataset, data_dir, fingerprint), context="training")
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -261,8 +301,34 @@ class MlflowTracker(Tracker):
             return
         import mlflow
 
+        if self._monitor is not None:
+            _finish_system_metrics(self._monitor)
+            self._monitor = None
+        if status != "FINISHED" and self._prior_status == "FINISHED":  # a failed continuation keeps the run's result
+            mlflow.set_tag("musicrec.resume_failed", f"{status} at {_now()}")
+            print(f"note: this continuation ended {status}; MLflow run {self.run_id} keeps its earlier status FINISHED "
+                  "(tag musicrec.resume_failed)", flush=True)
+            status = "FINISHED"
         mlflow.end_run(status=status)
         self._run = None
+
+
+def _start_system_metrics(run_id: str, tracking_uri: str, resumed: bool):
+    """MLflow's system-metrics sampler for the run, started (a daemon thread), continuing the steps of a resumed run."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, resume_logging=resumed,
+                                   tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
+
+
+def _finish_system_metrics(monitor) -> None:
+    """Stop the sampler, then log one last sample (what the thread collected since its last one, and now)."""
+    monitor.finish()
+    monitor.collect_metrics()
+    monitor.publish_metrics(monitor.aggregate_metrics())
+    monitor.mlflow_logger.flush()
 
 
 def _now() -> str:
@@ -291,9 +357,11 @@ __all__ = [
     "MlflowTracker",
     "Tracker",
     "artifact_root",
+    "check_reachable",
     "default_tracking_uri",
     "display_name",
     "experiment_name",
+    "feature_dataset",
     "flatten",
     "get_or_create_experiment",
     "metric_key",

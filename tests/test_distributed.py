@@ -8,8 +8,8 @@ batch and seed (``data.batch_size`` is the global batch; each of the 2 workers t
   write the ids it took): KKBOX rows by ``row_id``, Last.fm prefixes by session (each session on one worker, with
   all its ``length - 1`` prefixes), NCF positives as the multiset of (user, song) pairs of the training sessions;
   the test data gives the two workers shards of different sizes, so the steps where one worker has run out are used;
-- the final (last epoch) validation metric is within ``TOLERANCE`` of the 1-process one (the two runs see the same
-  examples per epoch but in other batches and shuffles, and NCF draws its negatives per shard);
+- the final (last epoch) validation metric is within ``TOLERANCE`` (NCF: ``TOLERANCE_OF``) of the 1-process one (the
+  two runs see the same examples per epoch but in other batches and shuffles, and NCF draws its negatives per shard);
 - the MLflow store has exactly one run for the model (rank 0's), finished, with one metric point per epoch.
 logreg runs these checks after a crash: rank 1 exits (status 17) in the middle of epoch 2, the job must end within
 ``EXIT_BOUND_S`` with horovodrun naming rank 1, and ``--resume`` must finish the run from the epoch-1 checkpoint
@@ -40,6 +40,9 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 HOROVODRUN = [str(VENV_BIN / "horovodrun"), "-np", "2", "--gloo", "-H", "localhost:2"]
 TOLERANCE = 0.05  # |final validation metric (2 workers) - (1 worker)|: AUC, hr@10 or loo_hr@10
+# NCF's loo_hr@10 is over the 100 validation users: one standard error of a 2-vs-1 difference is 0.07 at hr 0.6.
+# Measured (seeds 42 / 1 / 2, 2 and 4 epochs): |delta| 0.00-0.07 with sparse embeddings and 0.01-0.07 with dense ones.
+TOLERANCE_OF = {"ncf": 0.1}
 EXIT_BOUND_S = 30.0  # a dead worker ends the whole horovodrun job within this many seconds
 SMALL = {  # tiny models; data.batch_size is the GLOBAL batch
     "gru": ["model.song_dim=16", "model.tag_dim=4", "model.hidden=16", "model.attention_dim=8", "data.batch_size=64",
@@ -159,7 +162,8 @@ def _check_two_worker_run(model, data, run_dir, tracking, one, note=""):
     delta = abs(two[-1][metric] - one[-1][metric])
     print(f"\n{model}: {metric} 1 worker {one[-1][metric]:.4f}  2 workers {two[-1][metric]:.4f}  |delta| {delta:.4f}  "
           f"train_loss {one[-1]['train_loss']:.4f} / {two[-1]['train_loss']:.4f}  examples per worker {sizes}  {note}")
-    assert delta <= TOLERANCE, f"{metric}: 2 workers {two[-1][metric]:.4f} vs 1 worker {one[-1][metric]:.4f}"
+    tolerance = TOLERANCE_OF.get(model, TOLERANCE)
+    assert delta <= tolerance, f"{metric}: 2 workers {two[-1][metric]:.4f} vs 1 worker {one[-1][metric]:.4f}"
     if DATASET[model] == "kkbox" or model == "gru":
         assert sizes[0][0] != sizes[0][1], "the test data should give the workers shards of different sizes"
 
@@ -239,14 +243,18 @@ BACKEND_SCRIPT = textwrap.dedent('''
     assert got.tolist() == [0.0, 1.0, 2.0], got
 
     class Tiny(nn.Module):
-        def __init__(self):
+        def __init__(self, sparse=False):
             super().__init__()
-            self.emb = nn.Embedding(10, 3)
+            self.emb = nn.Embedding(10, 3, sparse=sparse)
             self.lin = nn.Linear(2, 1)
         def forward(self, b):
             return self.emb(b["i"]).sum(-1) + self.lin(b["x"]).squeeze(-1)
         def loss(self, b, logits):
             return F.binary_cross_entropy_with_logits(logits, b["target"])
+        def training_loss(self, b):
+            return self.loss(b, self(b))
+        def sparse_parameters(self):  # SparseAdam for the table (musicrec.optim), allgathered by Horovod
+            return [self.emb.weight] if self.emb.sparse else []
 
     g = torch.Generator().manual_seed(0)
     N, B = 28, 8  # 4 global batches of 8; the last one (rows 24..27) falls entirely on rank 0: rank 1 idles a step
@@ -266,13 +274,13 @@ BACKEND_SCRIPT = textwrap.dedent('''
         return train_loader, eval_loader
 
     results = {}
-    for optimizer, clip in (("sgd", None), ("adam", 0.5)):
-        config = TrainConfig(epochs=3, optimizer=optimizer, lr=0.1, momentum=0.9, weight_decay=0.01, clip_grad_norm=clip,
-                             patience=0, device="cpu", progress=False)
+    for optimizer, clip, sparse in (("sgd", None, False), ("adam", 0.5, False), ("adam", 0.5, True)):
+        config = TrainConfig(epochs=3, optimizer=optimizer, lr=0.1, momentum=0.9, weight_decay=0.0 if sparse else 0.01,
+                             clip_grad_norm=clip, patience=0, device="cpu", progress=False)
         out = {}
         for name, be, worker, workers in (("one", SingleProcess(), 0, 1), ("two", backend, rank, 2)):
             torch.manual_seed(1 + 100 * rank if name == "two" else 1)  # rank 1 starts elsewhere: the broadcast fixes it
-            model = Tiny()
+            model = Tiny(sparse)
             train_loader, eval_loader = loader_for(worker, workers)
             res = fit(model, train_loader=train_loader, eval_loader=eval_loader, kind="binary", config=config,
                       backend=be, test_split=None)
@@ -282,19 +290,21 @@ BACKEND_SCRIPT = textwrap.dedent('''
             assert torch.allclose(a, b, atol=1e-5), (optimizer, k, (a - b).abs().max())
         assert [round(r["valid_auc"], 9) for r in r1.history] == [round(r["valid_auc"], 9) for r in r2.history]
         assert all(abs(x["train_loss"] - y["train_loss"]) < 1e-5 for x, y in zip(r1.history, r2.history))
-        results[optimizer] = max(float((a - b).abs().max()) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+        key = optimizer + ("+sparse_adam" if sparse else "")
+        results[key] = max(float((a - b).abs().max()) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     print(f"EXACT OK rank {rank}: max |weight difference| 2 workers vs 1 after 3 epochs: {results}", flush=True)
 
-    # 1 epoch, checkpoint (rank 0 writes), every worker loads it, resume for epochs 2-3: the 1-worker Adam weights again
+    # 1 epoch, checkpoint (rank 0 writes), every worker loads it, resume for epochs 2-3: the 1-worker weights again
+    # (the last case above: Adam + SparseAdam, both parts of the optimizer state through the checkpoint)
     from musicrec.checkpoint import Checkpointer, load
     run_dir = sys.argv[2]
     torch.manual_seed(1 + 100 * rank)
-    model = Tiny()
+    model = Tiny(sparse)
     train_loader, eval_loader = loader_for(rank, 2)
     short = TrainConfig(**{**config.__dict__, "epochs": 1})
     fit(model, train_loader=train_loader, eval_loader=eval_loader, kind="binary", config=short, backend=backend,
         checkpointer=Checkpointer(run_dir, enabled=rank == 0), test_split=None)
-    model = Tiny()  # fresh weights and optimizer: everything must come from the checkpoint
+    model = Tiny(sparse)  # fresh weights and optimizer: everything must come from the checkpoint
     fit(model, train_loader=train_loader, eval_loader=eval_loader, kind="binary", config=config, backend=backend,
         checkpointer=Checkpointer(run_dir, enabled=rank == 0), test_split=None, resume_from=load(run_dir + "/last.pt"))
     for (k, a), (_, b) in zip(m1.state_dict().items(), model.state_dict().items()):
@@ -321,9 +331,11 @@ BACKEND_SCRIPT = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_horovod_backend_same_steps_as_one_process_resume_and_watchdog(tmp_path):
-    """Exactness (Tiny model, uneven batches, a worker idle for a step, SGD and Adam with clipping): 2 workers take
-    the same steps as 1 worker on the same global batches, also across a checkpoint + resume; the optimizer state is
-    broadcast without a dummy step; a worker that hangs makes the other exit after MUSICREC_COLLECTIVE_TIMEOUT_S."""
+    """Exactness (Tiny model, uneven batches, a worker idle for a step, SGD and Adam with clipping, and a sparse
+    table: SparseAdam next to Adam, its gradient allgathered by Horovod, an empty one from the idle worker): 2 workers
+    take the same steps as 1 worker on the same global batches, also across a checkpoint + resume (sparse case);
+    the optimizer state is broadcast without a dummy step; a worker that hangs makes the other exit after
+    MUSICREC_COLLECTIVE_TIMEOUT_S."""
     script = tmp_path / "backend_check.py"
     script.write_text(BACKEND_SCRIPT)
     proc, wall = _horovodrun([str(script), str(REPO), str(tmp_path / "run")], timeout=240,

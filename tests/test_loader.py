@@ -1,5 +1,6 @@
 """The Petastorm loader: exact epochs (1 and 2 shards), array columns intact, session prefixes, NCF pairs and the
-leave-one-out set, seeded shuffles, and clear errors for a manifest that does not match the Parquet files."""
+leave-one-out set, seeded shuffles, a split larger than ``cache_mb`` streaming through, and clear errors for a manifest
+that does not match the Parquet files."""
 
 from __future__ import annotations
 
@@ -74,6 +75,26 @@ def test_shuffle_is_seeded_per_epoch(kkbox_dir):
     assert not np.array_equal(first, np.sort(first)), "training rows should not come in file order"
     in_order = _collect(data.eval_loader("train"), "row_id")
     np.testing.assert_array_equal(in_order, _collect(data.eval_loader("train"), "row_id"))
+
+
+@pytest.mark.parametrize("view", ["rows", "next_song"])
+def test_the_cache_budget_counts_what_is_kept_and_a_bigger_split_streams(kkbox_dir, lastfm_dir, view):
+    """The cache keeps a split only when what it holds (the view's chunks and the ids) fits ``cache_mb``; a split one
+    byte over it is read again each epoch, with the same examples."""
+    folder = kkbox_dir if view == "rows" else lastfm_dir
+    roomy = Data(folder, view, DataConfig(batch_size=16, cache_mb=64), seed=2)
+    first = _collect(roomy.train_loader(0), "row_id" if view == "rows" else "session_id")
+    kept = roomy.cache.kept["train"]
+    size = sum(item.nbytes + ids.nbytes for ids, item in kept.values())
+    assert size > sum(item.n for _, item in kept.values()), "the chunks' own arrays are counted"
+    tight = Data(folder, view, DataConfig(batch_size=16, cache_mb=(size - 1) / 2**20), seed=2)
+    for _ in range(2):
+        again = _collect(tight.train_loader(0), "row_id" if view == "rows" else "session_id")
+        np.testing.assert_array_equal(again, first)
+    assert not tight.cache.kept and tight.cache.too_big == {"train"}
+    fits = Data(folder, view, DataConfig(batch_size=16, cache_mb=size / 2**20), seed=2)
+    list(fits.train_loader(0))
+    assert set(fits.cache.kept) == {"train"}
 
 
 # ---------------------------------------------------------------------------------------------------------------

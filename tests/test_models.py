@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from musicrec.config import ConfigError
 from musicrec.metrics import mask_special
@@ -79,7 +81,7 @@ def overfit(model: torch.nn.Module, batch: dict, steps: int = 100, lr: float = 0
     first = last = None
     for _ in range(steps):
         opt.zero_grad()
-        loss = model.loss(batch, model(batch))
+        loss = model.training_loss(batch)
         loss.backward()
         opt.step()
         first = loss.item() if first is None else first
@@ -219,35 +221,131 @@ def test_gru_without_tags():
     assert model(batch).shape == (3, 12)
 
 
-def test_gru_sampled_softmax():
+def _sampled_reference(model, batch, neg, in_batch):
+    """The sampled-softmax loss written out from the FULL logits: candidates [target, negatives (+ the batch's
+    targets)], each logit minus log of its expected count, negatives equal to the row's target dropped."""
+    logits = model(batch)  # (B, V)
+    target = batch["next_song"]
+    B, S, V = len(target), len(neg), model.n_songs
+    if model.config.sampler == "uniform":
+        q = torch.full((V,), 1.0 / (V - 2))
+    else:
+        q = torch.exp(model.sampling_log_q)
+    count = (S + (B if in_batch else 0)) * q  # (V,)
+    cand = torch.cat([target, neg]) if in_batch else neg
+    losses = []
+    for i in range(B):
+        keep = cand[cand != target[i]]
+        row = torch.cat([logits[i, target[i]].view(1) - count[target[i]].log(), logits[i, keep] - count[keep].log()])
+        losses.append(-torch.log_softmax(row, 0)[0])
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("sampler,in_batch", [("uniform", False), ("popularity", False), ("popularity", True)])
+def test_gru_sampled_softmax_matches_its_definition(sampler, in_batch):
     torch.manual_seed(0)
-    model = build_model("gru", LASTFM_MANIFEST, {**SMALL["gru"], "sampled_softmax": 5})
+    config = {**SMALL["gru"], "sampled_softmax": 6, "sampler": sampler, "in_batch_negatives": in_batch}
+    model = build_model("gru", LASTFM_MANIFEST, config).train()
+    model.set_sampling_counts(torch.arange(30.0) % 7)  # skewed, some songs never drawn (q = 0: the rarest q)
     batch = session_batch(8, 5, torch.Generator().manual_seed(6))
-    model.train()
+    batch["next_song"][:3] = 4  # repeated targets: in-batch accidental hits
     torch.manual_seed(1)
-    from_logits = model.loss(batch, model(batch))
+    loss = model.training_loss(batch)
     torch.manual_seed(1)
-    direct = model.sampled_loss(batch)
-    torch.testing.assert_close(from_logits, direct)
-    direct.backward()
+    neg = model._sample(6, torch.device("cpu"))
+    torch.testing.assert_close(loss, _sampled_reference(model, batch, neg, in_batch))
+    loss.backward()
     assert torch.isfinite(model.out.weight.grad).all()
-    first, last = overfit(model, batch, steps=60, lr=0.02)
-    assert last < first
-    model.eval()  # evaluation is always the full softmax
-    full = torch.nn.functional.cross_entropy(model(batch), batch["next_song"])
-    torch.testing.assert_close(model.loss(batch, model(batch)), full)
+    model.eval()  # evaluation losses are always the full softmax
+    torch.testing.assert_close(model.loss(batch, model(batch)), F.cross_entropy(model(batch), batch["next_song"]))
 
 
-def test_gru_popularity_sampler_needs_counts():
+def test_gru_sampled_softmax_removes_accidental_hits():
+    """Every negative is the target (all counts on song 5): only the target's column is left, so the loss is 0."""
+    model = build_model("gru", LASTFM_MANIFEST, {**SMALL["gru"], "sampled_softmax": 16, "sampler": "popularity",
+                                                 "in_batch_negatives": True}).train()
+    counts = torch.zeros(30)
+    counts[5] = 3.0
+    model.set_sampling_counts(counts)
+    batch = session_batch(4, 3, torch.Generator().manual_seed(2))
+    batch["next_song"][:] = 5
+    assert float(model.training_loss(batch).detach()) == 0.0
+
+
+def test_gru_log_q_makes_the_sampled_gradient_the_full_softmax_one():
+    """With many popularity draws, the log-Q-corrected sampled softmax has the full softmax's gradient on the output
+    biases of the songs that are no target in the batch (a target is never its own row's negative, a small, known
+    bias); without the correction popular songs get far too much of it."""
+    torch.manual_seed(0)
+    model = build_model("gru", LASTFM_MANIFEST, {**SMALL["gru"], "sampled_softmax": 100_000, "sampler": "popularity"})
+    model.set_sampling_counts(0.85 ** torch.arange(30.0))  # song 2 is drawn 1.4x as often as song 4, ...
+    batch = session_batch(8, 4, torch.Generator().manual_seed(3))
+
+    def bias_grad(loss_of):
+        model.zero_grad()
+        loss_of(batch).backward()
+        return model.out.bias.grad.to_dense()
+
+    full = bias_grad(lambda b: F.cross_entropy(model(b), b["next_song"]))  # about 0.04 per song
+    corrected = bias_grad(model.training_loss)
+    model.sampling_log_q = torch.zeros_like(model.sampling_log_q)  # no correction: q(j) treated as equal
+    uncorrected = bias_grad(model.training_loss)
+    other = torch.ones(30, dtype=torch.bool)
+    other[:2] = other[batch["next_song"]] = False
+    assert float((corrected - full)[other].abs().max()) < 0.015  # 0.006-0.008 over seeds 0-2
+    assert float((uncorrected - full)[other].abs().max()) > 0.08  # 0.11
+
+
+def test_gru_sampler_config_errors_and_counts():
+    with pytest.raises(ConfigError, match="in_batch_negatives"):
+        build_model("gru", LASTFM_MANIFEST, {**SMALL["gru"], "sampled_softmax": 4, "in_batch_negatives": True})
+    full = build_model("gru", LASTFM_MANIFEST, {**SMALL["gru"], "sampled_softmax": 0, "in_batch_negatives": True})
+    assert full.config.in_batch_negatives  # no sampled softmax: nothing to add the targets to, no error
     model = build_model("gru", LASTFM_MANIFEST, {**SMALL["gru"], "sampled_softmax": 4, "sampler": "popularity"})
     batch = session_batch(4, 3, torch.Generator().manual_seed(7))
     with pytest.raises(RuntimeError, match="set_sampling_counts"):
-        model.sampled_loss(batch)
-    counts = torch.arange(30, dtype=torch.float32)
-    model.set_sampling_counts(counts)
-    assert model.sampling_probs[:2].sum() == 0
-    assert torch.isfinite(model.sampled_loss(batch))
-    assert "sampling_probs" not in model.state_dict()
+        model.training_loss(batch)
+    model.set_sampling_counts(torch.arange(30, dtype=torch.float32))
+    torch.manual_seed(0)
+    drawn = model._sample(20_000, torch.device("cpu"))
+    assert int(drawn.min()) >= 2, "padding and OOV are never drawn"
+    share = torch.bincount(drawn, minlength=30)[2:].double() / len(drawn)
+    torch.testing.assert_close(share, torch.arange(2, 30.0, dtype=torch.float64) / sum(range(2, 30)), atol=0.01, rtol=0)
+    assert torch.isfinite(model.training_loss(batch))
+    assert "sampling_cdf" not in model.state_dict() and "sampling_log_q" not in model.state_dict()
+
+
+@pytest.mark.parametrize("name", ["gru", "ncf", "dnn"])
+def test_sparse_step_touches_only_the_batchs_rows(name):
+    """One optimizer step with sparse tables changes exactly the rows the batch (and, for the GRU, the sampled
+    negatives) used; the other rows and their SparseAdam moments stay as they were."""
+    from musicrec.optim import CompositeOptimizer, make_optimizer
+    from musicrec.train.config import TrainConfig
+
+    torch.manual_seed(0)
+    manifest = LASTFM_MANIFEST if name == "gru" else KKBOX_MANIFEST
+    extra = {"sampled_softmax": 5} if name == "gru" else {}
+    model = build_model(name, manifest, {**SMALL[name], **extra, "sparse": True}).train()
+    optimizer = make_optimizer(model, TrainConfig(lr=0.1))
+    assert isinstance(optimizer, CompositeOptimizer)
+    gen = torch.Generator().manual_seed(1)
+    batch = session_batch(3, 2, gen) if name == "gru" else kkbox_batch(3, gen)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.training_loss(batch).backward()
+    sparse = {id(p) for p in model.sparse_parameters()}
+    assert sparse and all(p.grad.is_sparse for p in model.parameters() if id(p) in sparse)
+    touched = {n: set(p.grad.coalesce().indices()[0].tolist()) for n, p in model.named_parameters() if id(p) in sparse}
+    optimizer.step()
+    for n, p in model.named_parameters():
+        if id(p) not in sparse:
+            continue
+        changed = set(torch.nonzero((p.detach() != before[n]).reshape(p.shape[0], -1).any(1)).flatten().tolist())
+        assert changed <= touched[n], f"{n}: rows {sorted(changed - touched[n])} changed without a gradient"
+        assert changed, f"{n}: no row changed"
+        assert len(touched[n]) < p.shape[0], f"{n}: the batch touched every row, the test shows nothing"
+    if name == "gru":
+        rows = set(batch["songs"].flatten().tolist()) - {0}
+        assert touched["song_emb.weight"] == rows
 
 
 def test_neumf_from_pretrained_copies_weights_and_mixes_predictions():
@@ -320,3 +418,34 @@ def test_neumf_score_candidates_matches_forward():
         assert scores.shape == (2, 3)
         one = model({"user_idx": torch.tensor([5]), "song_idx": torch.tensor([10])})
     torch.testing.assert_close(scores[1, 2:], one)
+
+
+def test_gru_training_never_computes_the_full_output_at_a_large_vocabulary():
+    """The loop's training step of a GRU with sampled softmax at 2M songs: the full output projection (a (B, V) score
+    matrix, 512 MiB for this batch) and ``forward`` are never called, and a step touches only sampled rows."""
+    from musicrec.optim import make_optimizer
+    from musicrec.train.config import TrainConfig
+    from musicrec.train.loop import StepSetup, train_one_epoch
+
+    V = 2_000_000
+    manifest = {**LASTFM_MANIFEST, "vocab_sizes": {**LASTFM_MANIFEST["vocab_sizes"], "song": V}}
+    model = build_model("gru", manifest, {**SMALL["gru"], "song_dim": 4, "hidden": 4, "sampled_softmax": 64,
+                                          "sampler": "uniform", "in_batch_negatives": False, "sparse": True})
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the training step computed the full (B, V) output")
+
+    model.out.forward = refuse
+    model.forward = refuse
+    gen = torch.Generator().manual_seed(3)
+    batches = []
+    for _ in range(3):
+        batch = session_batch(64, 5, gen)
+        batch["next_song"] = torch.randint(2, V, (64,), generator=gen)
+        batches.append(batch)
+    optimizer = make_optimizer(model, TrainConfig(lr=0.01))
+    out_before = model.out.weight.detach().clone()
+    record, steps = train_one_epoch(model, optimizer, batches, StepSetup.for_device(torch.device("cpu"), False, None))
+    assert steps == 3 and math.isfinite(record["train_loss"])
+    changed = int((model.out.weight.detach() != out_before).any(1).sum())
+    assert 0 < changed <= 3 * (64 + 64), f"{changed} output rows changed: the step was not sampled"

@@ -1,7 +1,9 @@
 """The fast paths of the training side give the same results as the plain ones (no timings here: see
-benchmarks/bench_training.py): the Bi-GRU's own packed BPTT against ``nn.GRU`` on a ``PackedSequence``, the loader's
-one-row-per-row-group Petastorm transform, in-memory row-group cache and background prefetch against uncached,
-unprefetched epochs, and the thread setting of the training loop."""
+benchmarks/bench_training.py and bench_step.py): the Bi-GRU's own packed BPTT against ``nn.GRU`` on a
+``PackedSequence``, the loader's one-row-per-row-group Petastorm transform, in-memory row-group cache and background
+prefetch against uncached, unprefetched epochs, and the thread setting of the training loop. And the GRU's training
+step with the sampled softmax never makes a (batch, vocabulary) tensor: neither the full output layer nor ``forward``
+is called, and no operation of the forward, backward or optimizer step produces a tensor that large."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from musicrec.config import ConfigError, typed
 from musicrec.data import Data, DataConfig, DataError
@@ -19,7 +23,8 @@ from musicrec.data.batching import _concat, _prefetched
 from musicrec.data.reader import _RowGroupAsOneRow, _unpack_row, pad_lists
 from musicrec.models import build_model
 from musicrec.models.gru import GRUConfig, SessionGRU
-from musicrec.train import TrainConfig, fit
+from musicrec.optim import make_optimizer
+from musicrec.train import StepSetup, TrainConfig, fit, train_one_epoch
 
 pytestmark = pytest.mark.unit
 
@@ -79,6 +84,82 @@ def test_own_bptt_under_bf16_autocast_and_with_dropout_between_layers():
     assert out.shape == (3, 4, 6) and out.dtype == torch.float32
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bi-GRU with the sampled softmax: no (B, V) tensor anywhere in a training step
+# ---------------------------------------------------------------------------------------------------------------
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest tensor (elements held: a sparse tensor's values) that any aten operation produces while
+    active: the forward, the backward (autograd runs CPU work on the calling thread) and the optimizer step."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = (0, "", ())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                held = t._values().numel() if t.is_sparse else t.numel()
+                if held > self.largest[0]:
+                    self.largest = (held, str(func), tuple(t.shape))
+        return out
+
+
+def _gru_step_setup(V, B, **model):
+    """A GRU over V songs (small dims), its optimizer from TrainConfig and one session batch of B prefixes."""
+    torch.manual_seed(0)
+    config = {"song_dim": 8, "tag_dim": 4, "hidden": 4, "attention_dim": 4, "dropout": 0.1, **model}
+    gru = build_model("gru", {"vocab_sizes": {"song": V, "tag": 50}}, config)
+    if gru.config.sampler == "popularity":
+        gru.set_sampling_counts(1.0 / torch.arange(1, V + 1, dtype=torch.float64))
+    gen = torch.Generator().manual_seed(1)
+    lengths = torch.randint(1, 9, (B,), generator=gen)
+    valid = torch.arange(8).unsqueeze(0) < lengths.unsqueeze(1)
+    batch = {"songs": torch.randint(2, V, (B, 8), generator=gen).masked_fill(~valid, 0), "lengths": lengths,
+             "song_tags": torch.randint(1, 50, (B, 8, 3), generator=gen).masked_fill(~valid.unsqueeze(-1), 0),
+             "next_song": torch.randint(2, V, (B,), generator=gen)}
+    return gru, make_optimizer(gru, TrainConfig(lr=0.01)), batch
+
+
+SAMPLED = {"sampled_softmax": 64, "sampler": "popularity", "in_batch_negatives": True, "sparse": True}
+
+
+def test_sampled_training_step_never_calls_the_full_output_layer():
+    gru, optimizer, batch = _gru_step_setup(V=5_000, B=32, **SAMPLED)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the training step asked for the full (B, V) logits")
+
+    gru.out.forward = refuse  # self.out(h): every song's logit
+    gru.forward = refuse
+    before = gru.out.weight.detach().clone()
+    trained, steps = train_one_epoch(gru, optimizer, [batch, batch], StepSetup(torch.device("cpu"), clip=5.0))
+    assert steps == 2 and np.isfinite(trained["train_loss"])
+    assert not torch.equal(before, gru.out.weight), "the sampled output rows were trained"
+    with pytest.raises(AssertionError, match="full"):  # the full softmax does take that path (the test can fail)
+        full, optimizer, batch = _gru_step_setup(V=5_000, B=32)
+        full.out.forward = refuse
+        train_one_epoch(full, optimizer, [batch], StepSetup(torch.device("cpu")))
+
+
+def test_sampled_training_step_makes_no_tensor_of_batch_times_vocabulary():
+    """V = 400,000 songs, B = 128: a (B, V) float tensor would be 205 MB. The largest tensor any operation of two
+    training steps (sampled softmax, sparse tables, SparseAdam + Adam, clipping) makes is the (V, 16) output table
+    (or SparseAdam's moments of it): 16 elements per song, against the full softmax's 128."""
+    V, B = 400_000, 128
+    gru, optimizer, batch = _gru_step_setup(V=V, B=B, **SAMPLED)
+    setup = StepSetup(torch.device("cpu"), clip=5.0)
+    train_one_epoch(gru, optimizer, [batch], setup)  # the first step allocates SparseAdam's moments
+    with _LargestTensor() as seen:
+        train_one_epoch(gru, optimizer, [batch, batch], setup)
+    held, op, shape = seen.largest
+    assert held <= 16 * V < B * V // 4, f"{op} made a tensor of shape {shape}"
+    full, optimizer, batch = _gru_step_setup(V=20_000, B=B)  # the full softmax: the same check fails
+    with _LargestTensor() as seen:
+        train_one_epoch(full, optimizer, [batch], StepSetup(torch.device("cpu")))
+    assert seen.largest[0] >= B * 20_000
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,14 +20,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 NOTEBOOKS = ["01_lastfm_eda.ipynb", "02_kkbox_eda.ipynb", "03_compare_runs.ipynb"]
-MODELS = {("kkbox", m) for m in ("pop", "logreg", "dnn", "ncf")} | {("lastfm", m) for m in ("pop", "cooc", "gru", "ncf")}
+MODELS = ({("kkbox", m) for m in ("pop", "rate", "logreg", "lightgbm", "dnn", "ncf")}
+          | {("lastfm", m) for m in ("pop", "cooc", "sknn", "gru", "ncf")})
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def run_pipeline(workdir: Path, tracking_uri: str, *extra: str) -> subprocess.CompletedProcess:
     cmd = [PYTHON, "jobs/pipeline.py", "--workdir", str(workdir), "--tracking-uri", tracking_uri,
-           "--scale", "0.002", "--epochs", "1", "--np", "2", *extra]
+           "--scale", "0.002", "--epochs", "1", "--max-steps", "4", "--np", "2", *extra]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
 
 
@@ -56,6 +57,8 @@ def test_pipeline_compares_every_model(demo):
     table = (workdir / "compare" / "comparison.md").read_text()
     assert compared_models(table) == MODELS, table
     assert "mlflow-ui" in stdout  # tells the user how to open the UI
+    trainings = [line for line in stdout.splitlines() if "train-" in line and "jobs/train.py" in line]
+    assert len(trainings) == len(MODELS) and all("--max-steps 4" in line for line in trainings), trainings
     assert (workdir / "compare" / "comparison.png").stat().st_size > 10_000
 
 
@@ -138,12 +141,27 @@ def test_mlflow_server_serves_the_demo_runs(demo):
                                     "max_results": 1000})["runs"]
         found = {(tag["value"]) for run in runs for tag in run["data"].get("tags", []) if tag["key"] == "model"}
         assert {model for _, model in MODELS} <= found
+        for run in runs:  # what the UI shows in its "Dataset" column and "System metrics" tab
+            params = {p["key"]: p["value"] for p in run["data"]["params"]}
+            (dataset,) = [d["dataset"] for d in run["inputs"]["dataset_inputs"]]
+            assert (dataset["digest"], dataset["source_type"]) == (params["data.fingerprint"], "local")
+            assert json.loads(dataset["source"]) == {"uri": params["data.path"]}
+            assert params["train.max_steps"] == "4"
     finally:
         server.terminate()
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_max_steps_is_documented_and_checked(tmp_path):
+    shown = subprocess.run([PYTHON, "jobs/pipeline.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "--max-steps N" in shown.stdout
+    result = subprocess.run([PYTHON, "jobs/pipeline.py", "--max-steps", "-1", "--workdir", str(tmp_path / "w")],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--max-steps must be >= 0, got -1" in result.stderr
+    assert not (tmp_path / "w").exists(), "nothing ran"
 
 
 def test_missing_real_file_fails_at_once_naming_it(tmp_path):

@@ -1,8 +1,10 @@
 """MLflow records of a training run, read back through ``MlflowClient`` from a temporary SQLite store: params,
-per-epoch metric histories, final metrics, artifacts, the logged model, and a resumed run continuing the same run."""
+per-epoch metric histories, final metrics, artifacts, the logged model, the feature output as the run's input dataset,
+system metrics, and a resumed run continuing the same run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -58,8 +60,9 @@ def test_names_and_flattening():
 
 
 # not marked unit: it creates an MLflow store and logs a model (about 10 s)
-def test_run_records_read_back_and_resume_continues_the_run(store, kkbox_dir):
+def test_run_records_read_back_and_resume_continues_the_run(store, kkbox_dir, monkeypatch):
     root, uri = store
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # a sample every 0.2 s in this short run
     seed_everything(0)
     data = Data(kkbox_dir, "rows", DataConfig(batch_size=64, shuffle_buffer=100))
     model = TinyBinary(data.manifest, TinyConfig())
@@ -86,6 +89,13 @@ def test_run_records_read_back_and_resume_continues_the_run(store, kkbox_dir):
     assert {"best_valid_auc", "best_epoch"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "data_manifest.json", "learning_curves.png"} <= artifacts
+    (dataset_input,) = run.inputs.dataset_inputs  # the UI's "Dataset" column
+    dataset = dataset_input.dataset
+    assert (dataset.name, dataset.digest, dataset.source_type) == ("kkbox-features", fp, "local")
+    assert json.loads(dataset.source) == {"uri": str(kkbox_dir)}
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
+    system = {k for k in run.data.metrics if k.startswith("system/")}  # the UI's "System metrics" tab
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system, system
     models = client.search_logged_models([experiment.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
     assert len(models) == 1 and models[0].name == "model"
     assert models[0].artifact_location.startswith((root / "mlruns").as_uri()), "artifacts land next to the store"

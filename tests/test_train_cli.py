@@ -65,7 +65,8 @@ def test_help(train_job, capsys):
         train_job.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--model", "--data", "--conf", "--set", "--epochs", "--resume", "--tracking-uri", "--run-dir", "--device", "--seed"):
+    for flag in ("--model", "--data", "--conf", "--set", "--epochs", "--max-steps", "--resume", "--tracking-uri",
+                 "--run-dir", "--device", "--seed"):
         assert flag in out
 
 
@@ -79,7 +80,15 @@ def test_help(train_job, capsys):
         ("wrong-model-2", "model 'dnn' does not apply to the lastfm dataset"),
         ("bad-override", "unknown key 'train.nope'"),
         ("bad-value", "expected an integer"),
+        ("bad-eval-size", "eval.max_examples = -3: must be an integer >= 0"),
+        ("bad-max-steps", "train.max_steps = -1: must be >= 0"),
         ("resume-nothing", "--resume: no checkpoint at"),
+        ("lr-text", "train.lr: expected a number, got 'abc'"),
+        ("lr-negative", "train.lr = -1.0: must be > 0"),
+        ("bogus-metric", "train.early_stopping_metric = 'bogus': must be auto or one of hr@1, ndcg@1"),
+        ("bogus-metric-baseline", "train.early_stopping_metric = 'loss': must be auto or one of auc, logloss"),
+        ("negative-hidden", "model.hidden = -3: must be >= 1"),
+        ("unreachable-tracking", "MLflow tracking server http://127.0.0.1:9 is unreachable (Connection refused)"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(case, message, train_job, datasets, tmp_path, capsys):
@@ -93,8 +102,20 @@ def test_bad_arguments_exit_2_with_one_line(case, message, train_job, datasets, 
         "wrong-model-2": ["--model", "dnn", "--data", str(datasets / "lastfm")],
         "bad-override": ["--model", "gru", "--data", str(datasets / "lastfm"), "--set", "train.nope=1"],
         "bad-value": ["--model", "gru", "--data", str(datasets / "lastfm"), "--set", "model.hidden=big"],
+        "bad-eval-size": ["--model", "cooc", "--data", str(datasets / "lastfm"), "--set", "eval.max_examples=-3"],
+        "bad-max-steps": ["--model", "gru", "--data", str(datasets / "lastfm"), "--max-steps", "-1"],
         "resume-nothing": ["--model", "gru", "--data", str(datasets / "lastfm"), "--resume", "--run-dir", str(tmp_path / "r"),
                            "--tracking-uri", "none"],
+        "lr-text": ["--model", "gru", "--data", str(datasets / "lastfm"), "--set", "train.lr=abc"],
+        "lr-negative": ["--model", "ncf", "--data", str(datasets / "kkbox"), "--set", "train.lr=-1"],
+        "bogus-metric": ["--model", "gru", "--data", str(datasets / "lastfm"), "--set", "train.early_stopping_metric=bogus",
+                         "--run-dir", str(tmp_path / "r"), "--tracking-uri", "none"],
+        "bogus-metric-baseline": ["--model", "pop", "--data", str(datasets / "kkbox"), "--set",
+                                  "train.early_stopping_metric=loss", "--tracking-uri", "none"],
+        "negative-hidden": ["--model", "gru", "--data", str(datasets / "lastfm"), "--set", "model.hidden=-3",
+                            "--run-dir", str(tmp_path / "r"), "--tracking-uri", "none"],
+        "unreachable-tracking": ["--model", "gru", "--data", str(datasets / "lastfm"), "--tracking-uri",
+                                 "http://127.0.0.1:9"],
     }[case]
     assert train_job.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -129,11 +150,37 @@ def test_every_supported_model_runs(dataset, model, train_job, datasets, trackin
     assert run.info.status == "FINISHED"
     main = {"kkbox": "best_valid_auc", "lastfm": "test_loo_hr_at_10" if model == "ncf" else "test_hr_at_10"}[dataset]
     assert 0 <= run.data.metrics[main] <= 1
+    # the tiny splits are below every "auto" bound: every example is evaluated, and the count is recorded and printed
+    assert run.data.params["eval.max_examples"] in ("0", "20000")
+    examples = run.data.metrics["best_valid_examples"]
+    assert examples > 0 and f"({int(examples):,} examples)" in out
     if model in ("pop", "cooc"):
         assert [a.path for a in client.list_artifacts(run.info.run_id, "baseline")] == [f"baseline/{model}.pkl"]
     else:
         assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "best.pt").is_file()
         assert client.search_logged_models([experiment.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("model", ["gru", "cooc", "pop"])
+def test_max_steps_and_the_evaluation_sample_are_applied_and_recorded(model, train_job, datasets, tmp_path, capsys):
+    """``--max-steps`` bounds the training; ``eval.max_examples`` evaluates exactly that many prefixes of each split,
+    logged as a param and as ``*_examples`` metrics, and the same for the model and the baselines."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a store of its own: the module's store keeps one run per model
+    args = _args(model, datasets / "lastfm", tmp_path / "run", tracking, epochs=5, extra=["eval.max_examples=25"])
+    assert train_job.main(args + ["--max-steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "eval.max_examples=25: a fixed sample of at most 25 examples per split" in out
+    if model == "gru":
+        assert "train.max_steps=3 reached in epoch 1" in out
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("musicrec-lastfm")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.model = '{model}'")
+    assert run.data.params["eval.max_examples"] == "25" and run.data.params["train.max_steps"] == "3"
+    assert run.data.metrics["test_examples"] == run.data.metrics["best_valid_examples"] == 25
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "valid_examples")] == [25.0]
+    if model == "pop":
+        assert run.data.metrics["test_loo_examples"] > 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -161,7 +208,7 @@ def test_subprocess_train_resume_and_compare(datasets, tracking, tmp_path, capsy
     compare = _job("compare")
     assert compare.main(["--tracking-uri", tracking, "--out", str(tmp_path / "cmp")]) == 0
     out = capsys.readouterr().out
-    assert "| model | hr@10 | ndcg@10 | mrr@10 | loo_hr@10 | loo_ndcg@10 | from | run |" in out
+    assert "| model | hr@10 | ndcg@10 | mrr@10 | loo_hr@10 | loo_ndcg@10 | examples | from | run |" in out
     assert "| gru |" in out
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 1000
     (cmp_run,) = client.search_runs([client.get_experiment_by_name("musicrec-compare").experiment_id])
@@ -175,7 +222,8 @@ def test_compare_picks_by_validation_on_the_newest_data():
     from musicrec import compare
 
     def run(run_id, model, fp, start, valid, test):
-        metrics = {"best_valid_hr_at_10": valid, "test_hr_at_10": test, "test_ndcg_at_10": test / 2}
+        metrics = {"best_valid_hr_at_10": valid, "test_hr_at_10": test, "test_ndcg_at_10": test / 2,
+                   "test_examples": 1234.0}
         return NS(info=NS(run_id=run_id, status="FINISHED", start_time=start),
                   data=NS(tags={"dataset": "lastfm", "model": model, "data.fingerprint": fp}, metrics=metrics))
 
@@ -186,4 +234,4 @@ def test_compare_picks_by_validation_on_the_newest_data():
     rows = compare.best_runs(kept)
     assert [(r["model"], r["run_id"], r["hr@10"]) for r in rows] == [("gru", "g1", 0.2), ("pop", "p1", 0.1)]
     table = compare.format_table(rows)
-    assert "| gru | 0.2000 | 0.1000 |  |  |  | test | g1 |" in table
+    assert "| gru | 0.2000 | 0.1000 |  |  |  | 1,234 | test | g1 |" in table

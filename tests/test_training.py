@@ -1,8 +1,11 @@
-"""The training loop on tiny generated data: it learns, evaluates each protocol, stops early, clips, runs under AMP,
-and a run killed after one epoch and resumed reaches exactly the weights of an uninterrupted run."""
+"""The training loop on tiny generated data: it learns, evaluates each protocol, stops early, clips (sparse gradients
+too), runs under AMP (a GradScaler over the composite optimizer too), stops at ``train.max_steps``, and a run killed
+after one epoch and resumed reaches exactly the weights of an uninterrupted run (dense Adam, and the GRU with the
+sampled softmax and sparse tables: SparseAdam next to Adam)."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -13,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicrec.checkpoint import CheckpointError, Checkpointer, load
+from musicrec.config import ConfigError, typed
 from musicrec.data import Data, DataConfig, manifest_fingerprint
 from musicrec.distributed import SingleProcess, get_backend
 from musicrec.seeding import derive_seed, seed_everything
@@ -49,6 +53,9 @@ class TinyBinary(nn.Module):
     def loss(self, batch, logits):
         return F.binary_cross_entropy_with_logits(logits, batch["target"])
 
+    def training_loss(self, batch):
+        return self.loss(batch, self(batch))
+
 
 class TinyNext(nn.Module):
     """Embedding of the last song of the prefix -> logits over all songs."""
@@ -67,6 +74,9 @@ class TinyNext(nn.Module):
 
     def loss(self, batch, logits):
         return F.cross_entropy(logits, batch["next_song"])
+
+    def training_loss(self, batch):
+        return self.loss(batch, self(batch))
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +135,20 @@ def _resume_case(name):
         return "kkbox", "rows", "binary", TinyBinary, {}
     from musicrec.models import build_model
 
-    def gru(manifest, config):  # the real model: dropout, gradient clipping
-        return build_model("gru", manifest, {"song_dim": 8, "tag_dim": 4, "hidden": 8, "attention_dim": 8})
+    small = {"song_dim": 8, "tag_dim": 4, "hidden": 8, "attention_dim": 8}
+    if name == "gru-sampled-sparse":
+        small.update(sampled_softmax=16, sampler="popularity", in_batch_negatives=True, sparse=True)
+
+    def gru(manifest, config):  # the real model: dropout, gradient clipping (and SparseAdam next to Adam)
+        model = build_model("gru", manifest, small)
+        if model.config.sampler == "popularity":
+            model.set_sampling_counts(torch.arange(manifest["vocab_sizes"]["song"], dtype=torch.float64) % 5)
+        return model
 
     return "lastfm", "next_song", "next_song", gru, {"lr": 0.01}
 
 
-@pytest.mark.parametrize("case", ["tiny-rows", "gru-sessions"])
+@pytest.mark.parametrize("case", ["tiny-rows", "gru-sessions", "gru-sampled-sparse"])
 def test_resume_after_kill_gives_identical_weights(case, kkbox_dir, lastfm_dir, tmp_path):
     dataset, view, kind, model_cls, extra = _resume_case(case)
     data_dir = kkbox_dir if dataset == "kkbox" else lastfm_dir
@@ -160,6 +177,9 @@ def test_resume_after_kill_gives_identical_weights(case, kkbox_dir, lastfm_dir, 
     for name, a in last_a["model_state"].items():
         assert torch.equal(a, last_b["model_state"][name]), f"{name} of the last epoch differs after resume"
     assert any(not torch.equal(a, after_one["model_state"][k]) for k, a in last_a["model_state"].items())
+    if case == "gru-sampled-sparse":  # both parts of the composite optimizer were saved and restored
+        assert set(after_one["optimizer_state"]) == {"dense", "sparse"}
+        assert after_one["optimizer_state"]["sparse"]["state"], "SparseAdam's moments are in the checkpoint"
 
 
 def test_refuses_to_resume_another_dataset_or_config(kkbox_dir, tmp_path):
@@ -194,6 +214,78 @@ def test_amp_bf16_on_cpu_and_gradient_clipping(kkbox_dir):
     param.grad = torch.full((4,), 100.0)
     SingleProcess().optimizer_step(optimizer, None, [param], clip_grad_norm=0.5)
     assert float(param.detach().norm()) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_clipping_and_grad_scaler_with_sparse_gradients():
+    """Sparse gradients (duplicate rows included) are clipped to the same values as the dense gradients of the same
+    model; a GradScaler (power-of-two scale) over the composite optimizer gives the unscaled step's weights."""
+    from musicrec.models import build_model
+    from musicrec.optim import CompositeOptimizer, clip_grad_norm, make_optimizer
+
+    manifest = {"vocab_sizes": {"user": 6, "song": 9}}
+    batch = {"user_idx": torch.tensor([2, 2, 3, 5]), "song_idx": torch.tensor([4, 4, 4, 7]),
+             "target": torch.tensor([1.0, 0.0, 1.0, 1.0])}
+    torch.manual_seed(0)
+    sparse = build_model("ncf", manifest, {"factors": 3, "mlp_layers": [4, 2], "sparse": True})
+    dense = build_model("ncf", manifest, {"factors": 3, "mlp_layers": [4, 2]})
+    dense.load_state_dict(sparse.state_dict())
+    norms = []
+    for model in (sparse, dense):
+        model.training_loss(batch).backward()
+        norms.append(clip_grad_norm(model.parameters(), 1e-3))
+    torch.testing.assert_close(norms[0], norms[1])
+    for (name, a), b in zip(sparse.named_parameters(), dense.parameters()):
+        assert a.grad.is_sparse == ("emb" in name or "user" in name or "item" in name)
+        torch.testing.assert_close(a.grad.to_dense(), b.grad, msg=name)
+    clipped = torch.linalg.vector_norm(torch.stack([b.grad.norm() for b in dense.parameters()]))
+    assert float(clipped) == pytest.approx(1e-3, rel=1e-3)
+
+    weights = []
+    for scale in (None, 2.0**10):
+        torch.manual_seed(0)
+        model = build_model("ncf", manifest, {"factors": 3, "mlp_layers": [4, 2], "sparse": True})
+        optimizer = make_optimizer(model, TrainConfig(lr=0.1))
+        assert isinstance(optimizer, CompositeOptimizer)
+        scaler = torch.amp.GradScaler("cpu", init_scale=scale) if scale else None
+        for _ in range(3):
+            optimizer.zero_grad()
+            loss = model.training_loss(batch)
+            (scaler.scale(loss) if scaler else loss).backward()
+            SingleProcess().optimizer_step(optimizer, scaler, model.parameters(), clip_grad_norm=0.5)
+        weights.append(model.state_dict())
+    for name, a in weights[0].items():
+        torch.testing.assert_close(a, weights[1][name], msg=name)
+
+
+def test_max_steps_stops_the_run_and_resumes_exactly(kkbox_dir, tmp_path):
+    """train.max_steps = one epoch + 3 steps: two epochs are booked (the second of 3 steps), then the test runs; a
+    run killed after epoch 1 and resumed takes the same 3 steps and reaches the same weights."""
+    data, _, _ = _setup(kkbox_dir, "rows", TinyBinary)
+    per_epoch = sum(1 for _ in data.train_loader(0))
+    budget = per_epoch + 3
+
+    def run(run_dir, **kwargs):
+        data, model, config = _setup(kkbox_dir, "rows", TinyBinary, epochs=5, max_steps=budget)
+        steps = []
+        fit(model, train_loader=data.train_loader, eval_loader=data.eval_loader, kind="binary", config=config,
+            checkpointer=Checkpointer(run_dir), model_name="tiny", fingerprint="fp",
+            on_batch=lambda epoch, step, batch: steps.append(epoch), **kwargs)
+        return model, steps
+
+    straight, steps = run(tmp_path / "a")
+    assert steps == [0] * per_epoch + [1] * 3
+    state = json.loads(load(tmp_path / "a" / "last.pt")["loop_state"])
+    assert [r["epoch"] for r in state["history"]] == [1, 2] and state["global_step"] == budget
+    with pytest.raises(_Killed):
+        run(tmp_path / "b", callbacks=[_kill_after_first_epoch])
+    resumed, steps = run(tmp_path / "b", resume_from=load(tmp_path / "b" / "last.pt"))
+    assert steps == [1] * 3
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    again, steps = run(tmp_path / "b", resume_from=load(tmp_path / "b" / "last.pt"))  # the budget is spent
+    assert steps == []
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        typed(TrainConfig, {"max_steps": -1}, "train")
 
 
 def test_evaluate_protocols_with_known_scores():

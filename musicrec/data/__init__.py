@@ -20,7 +20,8 @@ view             datasets / models           one example = ...
                                              songs the user never played in training with target 0  (``ncf.py``);
                                              evaluation: leave-one-out, per user the last non-OOV song of its last
                                              session in the split, ``candidates`` (B, 1 + N) = [that song, N sampled
-                                             songs the user never played in training]; ``user_idx`` (B,) (``loo.py``)
+                                             songs the user played neither in training nor in that row]; ``user_idx``
+                                             (B,) (``loo.py``)
 ===============  ==========================  =======================================================================
 
 Exact epochs: each epoch opens a fresh Petastorm reader, so every row of the shard is read exactly once;
@@ -28,6 +29,10 @@ Exact epochs: each epoch opens a fresh Petastorm reader, so every row of the sha
 the split (``reader.py``). Shuffling: the row-group order is shuffled by Petastorm and examples are drawn at random
 from a buffer of ``shuffle_buffer`` examples, both seeded from (seed, epoch, shard), so an epoch is the same every
 time it is replayed (``batching.py``; with more than one Petastorm worker, epochs are not reproducible).
+
+Evaluation samples: ``eval_loader(split, max_examples)`` keeps a fixed sample of the split's examples (prefixes,
+leave-one-out users, rows), chosen from the examples' own ids alone, so every model and run on the same data
+evaluates the same examples (``sample.py``).
 
 Speed (benchmarks/RESULTS_training.md): a split that fits in ``cache_mb`` is decoded once and replayed from memory
 in the order Petastorm gives for the epoch (``cache.py``); with ``prefetch`` > 0 the batches of an epoch are made in
@@ -94,14 +99,16 @@ class Data:
         """The training examples of ``epoch`` for this shard, shuffled with a seed derived from (seed, epoch, shard)."""
         return self._view.train_loader(epoch)
 
-    def eval_loader(self, split: str) -> EpochLoader:
+    def eval_loader(self, split: str, max_examples: int = 0) -> EpochLoader:
         """All examples of ``split`` for this shard, in order (for evaluation: sums are all-reduced over shards);
-        for ``ncf``, the split's leave-one-out set."""
-        return self._view.eval_loader(split)
+        for ``ncf``, the split's leave-one-out set. ``max_examples`` > 0: only the split's fixed sample of that many
+        examples (``sample.py``: the same for every model and run on this data, shared out over the shards)."""
+        return self._view.eval_loader(split, max_examples)
 
-    def loo_loader(self, split: str) -> EpochLoader:
-        """The leave-one-out set of a Last.fm ``split`` (NCF's evaluation; any user-level scorer can use it)."""
-        return self._view.loo_loader(split)
+    def loo_loader(self, split: str, max_examples: int = 0) -> EpochLoader:
+        """The leave-one-out set of a Last.fm ``split`` (NCF's evaluation; any user-level scorer can use it), or its
+        fixed sample of ``max_examples`` users."""
+        return self._view.loo_loader(split, max_examples)
 
     def train_sessions(self) -> list[np.ndarray]:
         """Every Last.fm training session's songs (the input of MostPopular.fit_sessions / CoOccurrence.fit)."""

@@ -4,7 +4,10 @@ The first complete pass over a split keeps its decoded row groups (and what the 
 the budget. A later pass asks Petastorm, with that epoch's seed and shard, for the id column only (``row_id`` or
 ``session_id``: a few milliseconds) and replays the kept row groups in the order it gives, so every epoch is the one
 an uncached reader would give, row group for row group. Any mismatch (the folder changed) reads everything again; a
-split over the budget is never kept, and an incomplete pass (a stopped epoch) is not kept either.
+split over the budget is never kept, and an incomplete pass (a stopped epoch) is not kept either: once the pass goes
+over the budget what it kept so far is dropped, so a split larger than ``cache_mb`` streams through in bounded memory.
+The budget counts what is kept: the view's item (its ``nbytes``, e.g. the int64 matrix a KKBOX chunk makes of int32
+columns) and the ids.
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ Read = Callable[[list[str], list[str]], Iterator[dict[str, np.ndarray]]]  # (col
 def _group_key(ids: np.ndarray) -> tuple:
     """A row group's key in the cache: its size and first and last id (ids are unique within a split)."""
     return (len(ids), ids[0].item(), ids[-1].item()) if len(ids) else (0,)
+
+
+def _nbytes(item: Any) -> int:
+    """The memory an item holds: its ``nbytes`` (a view's chunk), or the sum over a dict of arrays (a raw row group)."""
+    if isinstance(item, dict):
+        return sum(v.nbytes for v in item.values())
+    return int(item.nbytes)
 
 
 class RowGroupCache:
@@ -48,7 +58,7 @@ class RowGroupCache:
             validate(raw)
             item = raw if prepare is None else prepare(raw)
             if keep:
-                size += sum(v.nbytes for v in raw.values())
+                size += _nbytes(item) + raw[id_col].nbytes
                 if size > self.budget_mb * 2**20:
                     keep, store = False, {}
                     self.too_big.add(split)

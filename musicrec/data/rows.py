@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from musicrec.columns import NUMERIC, ROW_ID, TARGET
-from musicrec.data.reader import LEN_SUFFIX
+from musicrec.data.reader import LEN_SUFFIX, read_table
 from musicrec.data.view import View
 
 
@@ -32,7 +32,8 @@ class _RowsChunk:
 
     def __init__(self, data: dict[str, np.ndarray], array_columns: list[str], pad_to: int | None):
         self.pad_to = pad_to
-        self.n = n = len(data[ROW_ID])
+        self.row_id = data[ROW_ID]
+        self.n = n = len(self.row_id)
         blocks: dict[str, list[np.ndarray]] = {"i": [], "f": []}
         width = {"i": 0, "f": 0}
         at: dict[str, tuple[str, int, int]] = {}
@@ -49,6 +50,14 @@ class _RowsChunk:
         self.layout = [(key, kind, start, stop, data[key].ndim == 1,
                         at[key + LEN_SUFFIX][1] if key in array_columns else None)
                        for key, (kind, start, stop) in at.items() if not key.endswith(LEN_SUFFIX)]
+
+    @property
+    def nbytes(self) -> int:
+        return self.ints.nbytes + self.floats.nbytes + self.row_id.nbytes
+
+    def keys(self) -> tuple[np.ndarray, ...]:
+        """Each example's key for the evaluation sample: its ``row_id``."""
+        return (self.row_id,)
 
     def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         rows = {"i": self.ints[idx], "f": self.floats[idx]}  # (k, C_int), (k, C_float)
@@ -82,6 +91,9 @@ class RowsView(View):
         if self.target:
             cols[self.target] = "float"
         return cols
+
+    def example_keys(self, split: str) -> tuple[np.ndarray, ...]:
+        return (read_table(self.path(split), [ROW_ID])[ROW_ID],)
 
     def make_chunk(self, raw: dict[str, np.ndarray]) -> _RowsChunk:
         data = dict(raw)

@@ -36,16 +36,19 @@ class LastfmView(View):
     def expected_columns(self, split: str) -> dict[str, str]:
         return {SESSION_ID: "int", USER_IDX: "int", SONGS: "array", SONG_TAGS: "array"}
 
-    def loo_loader(self, split: str) -> EpochLoader:
-        """The leave-one-out set of ``split`` (NCF's evaluation; any user-level scorer can use it)."""
+    def loo_loader(self, split: str, max_examples: int = 0) -> EpochLoader:
+        """The leave-one-out set of ``split`` (NCF's evaluation; any user-level scorer can use it): every user, or
+        with ``max_examples`` > 0 the split's fixed sample of that many users."""
         check_columns(self.path(split), {SESSION_ID: "int", USER_IDX: "int", START_TS: "timestamp", SONGS: "array"})
-        return self.loader(functools.partial(self._loo_chunks, split), train=False)
+        return self.loader(functools.partial(self._loo_chunks, split, max_examples), train=False)
 
-    def _loo_chunks(self, split: str):
+    def _loo_chunks(self, split: str, max_examples: int):
         if split not in self._loo:
             self._loo[split] = leave_one_out(self.path(split), split, self.plays, negatives=self.config.loo_negatives,
                                              seed=self.seed, user_vocab=self.vocab_limits.get(USER_IDX, 2**62))
-        yield shard_of(self._loo[split], self.cur_shard, self.shard_count)
+        chunk = shard_of(self._loo[split], self.cur_shard, self.shard_count)
+        sample = self.sample(("users", split, max_examples), lambda: (self._loo[split][USER_IDX],))
+        yield chunk if sample is None else sample.subset(chunk)
 
     def train_sessions(self) -> list[np.ndarray]:
         """Every training session's songs (the input of MostPopular.fit_sessions / CoOccurrence.fit)."""
@@ -53,6 +56,13 @@ class LastfmView(View):
         values, offsets = table[SONGS]
         check_indices(self.path(TRAIN), SONGS, values, self.song_vocab)
         return [values[offsets[i]: offsets[i + 1]] for i in range(offsets.size - 1)]
+
+
+def _prefix_keys(session_id: np.ndarray, per_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(session_id, t) of the ``per_row[i]`` prefixes t = 1, 2, ... of each session i."""
+    starts = np.cumsum(per_row) - per_row
+    t = np.arange(int(per_row.sum())) - np.repeat(starts, per_row) + 1
+    return np.repeat(session_id, per_row), t
 
 
 class _SessionsChunk:
@@ -70,10 +80,16 @@ class _SessionsChunk:
         self.session_id = data[SESSION_ID]
         self.max_len = max_len
         per_row = np.maximum(lens - 1, 0)  # positions t = 1 .. len - 1
-        self.ex_row = np.repeat(np.arange(n), per_row)
-        starts = np.cumsum(per_row) - per_row
-        self.ex_t = np.arange(self.ex_row.size) - np.repeat(starts, per_row) + 1
+        self.ex_row, self.ex_t = _prefix_keys(np.arange(n), per_row)
         self.n = int(self.ex_row.size)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.songs, self.tags, self.user, self.session_id, self.ex_row, self.ex_t))
+
+    def keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each example's key for the evaluation sample: (session_id, t)."""
+        return self.session_id[self.ex_row], self.ex_t
 
     def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         rows, t = self.ex_row[idx], self.ex_t[idx]  # (B,), (B,)
@@ -106,6 +122,12 @@ class SessionsView(LastfmView):
         super().__init__(*args, **kwargs)
         self.top_k = int(self.manifest.get("top_k_tags") or 1)
         self.max_len = int(self.config.max_len or self.manifest.get("max_session_length") or DEFAULT_MAX_LEN)
+
+    def example_keys(self, split: str) -> tuple[np.ndarray, ...]:
+        """(session_id, t) of every prefix t = 1 .. length - 1 of every session of ``split``."""
+        table = read_table(self.path(split), [SESSION_ID, SONGS])
+        per_row = np.maximum(np.diff(table[SONGS][1]) - 1, 0)
+        return _prefix_keys(table[SESSION_ID], per_row)
 
     def make_chunk(self, raw: dict[str, np.ndarray]) -> _SessionsChunk:
         return _SessionsChunk(raw, self.top_k, self.max_len)

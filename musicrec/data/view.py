@@ -6,7 +6,9 @@ A view subclass says which columns each split must have (``expected_columns``), 
 chunk changes with the epoch). Seeds, all derived from the run's seed with ``musicrec.seeding.derive_seed``:
 the row-group order of an epoch from (seed, epoch), the same on every shard (Petastorm's sharding must agree), the
 example shuffle from (seed, epoch, shard); NCF's negatives and the leave-one-out sets have streams of their own
-(``ncf.py``, ``loo.py``).
+(``ncf.py``, ``loo.py``). An evaluation loader can keep a fixed sample of the split's examples (``max_examples``,
+``sample.py``): the view names each example's key columns, for the whole split (``example_keys``) and per chunk
+(the chunk's ``keys()``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from musicrec.data.cache import RowGroupCache
 from musicrec.data.config import DataConfig
 from musicrec.data.manifest import DataError, check_columns, check_indices, split_dir, vocab_of
 from musicrec.data.reader import iter_row_groups, read_table
+from musicrec.data.sample import EvalSample
 from musicrec.seeding import derive_seed
 
 
@@ -46,6 +49,7 @@ class View:
         self.target = features.get("target")
         self.vocab_limits = {c: vocab_of(manifest, c, v) for c, v in {**self.categorical, **self.multi_valued}.items()}
         self.cache = RowGroupCache(config.cache_mb)
+        self._samples: dict[tuple, EvalSample | None] = {}  # (what, split, size) -> the split's fixed sample
         for split in SPLITS:  # every split folder has the view's columns (a DataError names column and path)
             check_columns(self.path(split), self.expected_columns(split))
 
@@ -72,9 +76,26 @@ class View:
         """The training examples of ``epoch`` for this shard, shuffled with a seed derived from (seed, epoch, shard)."""
         return self.loader(functools.partial(self.chunks, TRAIN, epoch, True), train=True, epoch=epoch)
 
-    def eval_loader(self, split: str) -> EpochLoader:
-        """All examples of ``split`` for this shard, in order (for evaluation: sums are all-reduced over shards)."""
-        return self.loader(functools.partial(self.chunks, split, 0, False), train=False)
+    def eval_loader(self, split: str, max_examples: int = 0) -> EpochLoader:
+        """The examples of ``split`` for this shard, in order (for evaluation: sums are all-reduced over shards):
+        all of them, or with ``max_examples`` > 0 those of the split's fixed sample of that size (``sample.py``)."""
+        return self.loader(functools.partial(self._eval_chunks, split, max_examples), train=False)
+
+    def _eval_chunks(self, split: str, max_examples: int) -> Iterator:
+        sample = self.sample(("examples", split, max_examples), lambda: self.example_keys(split))
+        for chunk in self.chunks(split, 0, False):
+            yield chunk if sample is None else sample.subset(chunk)
+
+    def sample(self, what: tuple, keys: Callable[[], tuple]) -> EvalSample | None:
+        """The fixed sample ``what`` = (name, split, size) (None: every example), chosen once from ``keys()`` (the
+        key columns of all the split's examples, on every shard)."""
+        if what not in self._samples:
+            self._samples[what] = EvalSample.choose(keys(), what[-1]) if what[-1] > 0 else None
+        return self._samples[what]
+
+    def example_keys(self, split: str) -> tuple[np.ndarray, ...]:
+        """The key columns of every example of ``split`` (all shards), in any order."""
+        raise NotImplementedError
 
     def loader(self, chunks: Callable[[], Iterable], *, train: bool, epoch: int = 0) -> EpochLoader:
         return EpochLoader(chunks, self.config, train=train, seed=derive_seed(self.seed, epoch, self.cur_shard))
@@ -108,7 +129,7 @@ class View:
     def train_sessions(self) -> list[np.ndarray]:
         raise DataError(f"{self.data_dir}: training sessions are Last.fm's, not {self.dataset}'s")
 
-    def loo_loader(self, split: str) -> EpochLoader:
+    def loo_loader(self, split: str, max_examples: int = 0) -> EpochLoader:
         raise DataError(f"{self.data_dir}: the leave-one-out set is built from Last.fm sessions, not {self.dataset}")
 
 

@@ -4,6 +4,9 @@ One embedding per categorical field, a mean-pooled embedding per multi-valued fi
 TF's ``embedding_column``; padding 0 is excluded from the mean), concatenated with the numeric features, then
 dense layers and one output logit.
 
+``sparse``: every embedding table is ``nn.Embedding(sparse=True)`` (gradients hold only the batch's rows; the
+optimizer updates them with SparseAdam, see ``musicrec.optim``), so a step's cost does not grow with the vocabularies.
+
 Also home of the two helpers the other models share: ``manifest_vocab_size`` and ``masked_mean_embedding``.
 """
 
@@ -63,6 +66,7 @@ class DNNConfig:
     dropout: float = 0.2  # after every dense layer
     batch_norm: bool = False  # BatchNorm1d before each ReLU
     share_embeddings: bool = True  # columns that map to the same vocabulary share one table (artist/composer/...)
+    sparse: bool = False  # sparse gradients for the embedding tables (updated by SparseAdam)
 
     def check(self) -> None:
         require(self.embedding_dim >= 1, "model.embedding_dim", self.embedding_dim, "must be >= 1")
@@ -85,6 +89,7 @@ class FeatureEmbeddings(nn.Module):
         dim: int,
         share: bool = True,
         init_std: float | None = None,  # None: PyTorch's N(0, 1); 0.0: zeros
+        sparse: bool = False,  # nn.Embedding(sparse=True): gradients hold only the batch's rows
     ):
         super().__init__()
         self.categorical = sorted(categorical)
@@ -96,7 +101,7 @@ class FeatureEmbeddings(nn.Module):
             vocab = categorical[col] if col in categorical else multi_valued[col]
             table = f"v_{vocab}" if share else f"c_{col}"
             if table not in tables:
-                tables[table] = nn.Embedding(vocab_sizes[vocab], dim, padding_idx=PAD_INDEX)
+                tables[table] = nn.Embedding(vocab_sizes[vocab], dim, padding_idx=PAD_INDEX, sparse=sparse)
                 if init_std == 0.0:
                     nn.init.zeros_(tables[table].weight)
                 elif init_std is not None:
@@ -147,7 +152,8 @@ class DNN(nn.Module):
         self.config = config
         self.numeric = list(numeric)
         self.embeddings = FeatureEmbeddings(
-            categorical, multi_valued, vocab_sizes, config.embedding_dim, share=config.share_embeddings, init_std=0.05
+            categorical, multi_valued, vocab_sizes, config.embedding_dim, share=config.share_embeddings, init_std=0.05,
+            sparse=config.sparse,
         )
         layers: list[nn.Module] = []
         width = self.embeddings.n_fields * config.embedding_dim + len(self.numeric)
@@ -159,6 +165,10 @@ class DNN(nn.Module):
             width = h
         self.mlp = nn.Sequential(*layers)
         self.out = nn.Linear(width, 1)
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The parameters whose gradients are always sparse: the embedding tables when ``sparse``."""
+        return [table.weight for table in self.embeddings.tables.values()] if self.config.sparse else []
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any], config: DNNConfig) -> "DNN":
@@ -181,3 +191,7 @@ class DNN(nn.Module):
     def loss(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
         """Binary cross-entropy with logits against ``batch["target"]`` (1/0)."""
         return F.binary_cross_entropy_with_logits(logits, batch[TARGET].to(logits.dtype))
+
+    def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The loss the training loop minimizes: ``loss(batch, forward(batch))``."""
+        return self.loss(batch, self(batch))

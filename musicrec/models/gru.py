@@ -13,19 +13,23 @@ reverse one over each session reversed within its length), per step only the ses
 weight gradients as three matrix products at the end. Same parameters (``self.gru``'s), same numbers up to float
 rounding (tests/test_perf_paths.py checks outputs and gradients against ``nn.GRU``).
 
-Logits and the two special indices: ``forward`` returns RAW logits (B, V_song) for every index, which is what
-training needs; ranking evaluation masks index 0 (padding) and 1 (OOV) with ``musicrec.metrics.mask_special`` so
-neither can be recommended.
+Logits and the two special indices: ``forward`` and ``logits`` return RAW logits for every index; ranking evaluation
+masks index 0 (padding) and 1 (OOV) with ``musicrec.metrics.mask_special`` so neither can be recommended.
 
-Loss: full-softmax cross-entropy, except in training mode with ``sampled_softmax = S > 0``: then a sampled softmax
-over the target and S negatives shared by the batch, drawn with replacement from the real songs (indices >= 2),
-UNIFORMLY by default (``sampler="popularity"`` draws proportionally to counts given to ``set_sampling_counts``),
-with the log-Q correction (every candidate's logit minus log of its expected count S * q_j) and accidental hits
-(a negative equal to the row's target) removed. With the uniform sampler log-Q is the same constant for every
-candidate, so it does not change the loss; it matters for the popularity sampler. In eval mode ``loss`` is always
-the full softmax, so validation losses are comparable across settings. ``sampled_loss(batch)`` computes the sampled
-loss without the (B, V) logits (the compute saving); ``loss(batch, logits)`` gathers the sampled columns of the
-full logits (same value, simpler to call from a generic training loop).
+Losses. ``loss(batch, logits)`` is always the full-softmax cross-entropy (validation losses are comparable across
+settings). ``training_loss(batch)``, the ONE entry the training loop calls, is the same full softmax when
+``sampled_softmax = 0``; with ``sampled_softmax = S > 0`` it is a sampled softmax computed from GATHERED output rows,
+never the (B, V) logits: the rows of the batch's targets and of S negatives shared by the batch, drawn with
+replacement from the real songs (indices >= 2), uniformly or (``sampler="popularity"``) in proportion to the counts
+given to ``set_sampling_counts`` (a precomputed CDF, so a draw costs O(S log V)); with ``in_batch_negatives`` the
+other rows' targets are negatives too. Every candidate's logit is corrected by minus log of its expected count in
+the candidate set (log-Q: S q(j), plus B q(j) for the in-batch targets, which follow the popularity counts), and
+accidental hits (a negative equal to the row's target) are removed.
+
+Sparse tables (``sparse``): the song and tag embeddings are ``nn.Embedding(sparse=True)`` and, with the sampled
+softmax, the output rows are gathered by ``sparse_rows``; their gradients hold only the rows the batch touched, so a
+step's cost does not grow with V. ``sparse_parameters()`` names them for the optimizer (``musicrec.optim``), which
+updates them with ``torch.optim.SparseAdam`` (they must always get sparse gradients).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class GRUConfig:
     dropout: float = 0.2  # on the pooled vector (and between GRU layers when num_layers > 1)
     sampled_softmax: int = 0  # negatives per batch for the training loss; 0 = full softmax
     sampler: str = "uniform"  # "uniform" or "popularity" (needs set_sampling_counts)
+    in_batch_negatives: bool = False  # with sampled_softmax: the batch's other targets are negatives too (popularity)
+    sparse: bool = False  # sparse gradients for the song/tag tables (and the output rows with sampled_softmax > 0)
     clip_grad_norm: float = 5.0  # stored for the training loop, which applies it; 0 = no clipping
     last_step: bool = True  # also feed the last step's GRU output to the output layer (NARM's local encoder)
 
@@ -66,6 +72,9 @@ class GRUConfig:
         require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
         require(self.sampled_softmax >= 0, "model.sampled_softmax", self.sampled_softmax, "must be >= 0")
         require(self.sampler in SAMPLERS, "model.sampler", self.sampler, f"must be one of {SAMPLERS}")
+        require(not (self.in_batch_negatives and self.sampled_softmax > 0) or self.sampler == "popularity",
+                "model.in_batch_negatives", self.in_batch_negatives,
+                "needs model.sampler: popularity (the in-batch targets' log-Q uses the popularity counts)")
         require(self.clip_grad_norm >= 0.0, "model.clip_grad_norm", self.clip_grad_norm, "must be >= 0")
 
 
@@ -78,11 +87,11 @@ class SessionGRU(nn.Module):
         self.config = config
         self.n_songs = n_songs
         self.n_tags = n_tags
-        self.song_emb = nn.Embedding(n_songs, config.song_dim, padding_idx=PAD_INDEX)
+        self.song_emb = nn.Embedding(n_songs, config.song_dim, padding_idx=PAD_INDEX, sparse=config.sparse)
         self.tag_emb = None
         if config.tag_dim > 0:
             assert n_tags is not None and n_tags >= 2, "tag_dim > 0 needs the tag vocabulary size"
-            self.tag_emb = nn.Embedding(n_tags, config.tag_dim, padding_idx=PAD_INDEX)
+            self.tag_emb = nn.Embedding(n_tags, config.tag_dim, padding_idx=PAD_INDEX, sparse=config.sparse)
         self.gru = nn.GRU(
             config.song_dim + config.tag_dim,
             config.hidden,
@@ -95,14 +104,23 @@ class SessionGRU(nn.Module):
         self.att_score = nn.Linear(config.attention_dim, 1, bias=False)
         self.drop = nn.Dropout(config.dropout)
         self.out = nn.Linear((4 if config.last_step else 2) * config.hidden, n_songs)
-        # popularity sampler distribution over songs, set by set_sampling_counts; not part of the state_dict
-        self.register_buffer("sampling_probs", torch.empty(0), persistent=False)
+        # popularity sampler, set by set_sampling_counts (not in the state_dict): the CDF over songs that draws the
+        # negatives, and log q(j) for the log-Q correction (a song of probability 0 gets the rarest song's q)
+        self.register_buffer("sampling_cdf", torch.empty(0, dtype=torch.float64), persistent=False)
+        self.register_buffer("sampling_log_q", torch.empty(0), persistent=False)
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any], config: GRUConfig) -> "SessionGRU":
         n_songs = manifest_vocab_size(manifest, "song", f"gru ({SONGS})")
         n_tags = manifest_vocab_size(manifest, "tag", f"gru ({SONG_TAGS})") if config.tag_dim > 0 else None
         return cls(config, n_songs, n_tags)
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The parameters whose gradients are always sparse (``musicrec.optim.make_optimizer`` gives them SparseAdam)."""
+        if not self.config.sparse:
+            return []
+        tables = [self.song_emb.weight] + ([self.tag_emb.weight] if self.tag_emb is not None else [])
+        return tables + ([self.out.weight, self.out.bias] if self.config.sampled_softmax > 0 else [])
 
     # --- encoder ---------------------------------------------------------------------------------------------
     def encode(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -183,25 +201,29 @@ class SessionGRU(nn.Module):
 
     # --- losses ----------------------------------------------------------------------------------------------
     def loss(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of ``batch["next_song"]``: sampled softmax in training when ``sampled_softmax > 0``."""
+        """Full-softmax cross-entropy of ``batch["next_song"]`` given the (B, V) ``logits`` (evaluation losses)."""
         target = batch[NEXT_SONG].to(logits.device)  # (B,)
         assert logits.shape == (target.shape[0], self.n_songs), f"logits must be (B, V), got {tuple(logits.shape)}"
-        if self.training and self.config.sampled_softmax > 0:
-            neg, log_q_neg, log_q_pos = self._sample(target)
-            pos_logit = logits.gather(1, target.unsqueeze(1)).squeeze(1)  # (B,)
-            neg_logits = logits[:, neg]  # (B, S)
-            return _sampled_softmax_loss(pos_logit, neg_logits, target, neg, log_q_pos, log_q_neg)
         return F.cross_entropy(logits, target)
 
-    def sampled_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The sampled-softmax training loss computed without the full (B, V) logits."""
-        assert self.config.sampled_softmax > 0, "sampled_loss needs config.sampled_softmax > 0"
-        h = self.encode(batch)  # (B, 2H)
+    def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The loss the training loop minimizes: the full softmax when ``sampled_softmax = 0``, else the sampled softmax
+        over gathered output rows (module docstring); no (B, V) tensor is made on that path."""
+        h = self.encode(batch)  # (B, Dh)
         target = batch[NEXT_SONG].to(h.device)  # (B,)
-        neg, log_q_neg, log_q_pos = self._sample(target)
-        pos_logit = (h * self.out.weight[target]).sum(-1) + self.out.bias[target]  # (B,)
-        neg_logits = h @ self.out.weight[neg].T + self.out.bias[neg]  # (B, S)
-        return _sampled_softmax_loss(pos_logit, neg_logits, target, neg, log_q_pos, log_q_neg)
+        if self.config.sampled_softmax == 0:
+            return F.cross_entropy(self.logits(h), target)
+        B, S = target.shape[0], self.config.sampled_softmax
+        rows = torch.cat([target, self._sample(S, h.device)])  # (B + S,): the targets, then the sampled negatives
+        gather = sparse_rows if self.config.sparse else _dense_rows
+        weight, bias = gather(self.out.weight, rows), gather(self.out.bias, rows)  # (B + S, Dh), (B + S,)
+        log_count = self._log_expected_count(rows, B if self.config.in_batch_negatives else 0)  # (B + S,)
+        pos = (h * weight[:B]).sum(-1) + bias[:B] - log_count[:B]  # (B,)
+        cand = slice(0, None) if self.config.in_batch_negatives else slice(B, None)  # in-batch: every target too
+        neg = h @ weight[cand].T + bias[cand] - log_count[cand]  # (B, C)
+        neg = neg.masked_fill(rows[cand].unsqueeze(0) == target.unsqueeze(1), float("-inf"))  # accidental hits
+        logits = torch.cat([pos.unsqueeze(1), neg], dim=1)  # (B, 1 + C): column 0 is the target
+        return F.cross_entropy(logits, torch.zeros(B, dtype=torch.long, device=h.device))
 
     def set_sampling_counts(self, counts: torch.Tensor) -> None:
         """Training counts per song index (V,) for ``sampler="popularity"``; indices 0 and 1 are never sampled."""
@@ -211,40 +233,54 @@ class SessionGRU(nn.Module):
         probs = counts.clone()
         probs[:FIRST_TOKEN_INDEX] = 0.0
         assert float(probs.sum()) > 0, "counts of the real songs (index >= 2) sum to 0"
-        self.sampling_probs = (probs / probs.sum()).to(self.out.weight.device, torch.float32)
+        probs /= probs.sum()
+        cdf = torch.cumsum(probs, 0)
+        cdf[-1] = 1.0  # torch.rand < 1 then always falls inside
+        device = self.out.weight.device
+        self.sampling_cdf = cdf.to(device)
+        self.sampling_log_q = torch.log(torch.where(probs > 0, probs, probs[probs > 0].min())).to(device, torch.float32)
 
-    def _sample(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """S negatives shared by the batch (S,), log expected counts of the negatives (S,) and targets (B,)."""
-        S, V, device = self.config.sampled_softmax, self.n_songs, target.device
+    def _sample(self, S: int, device: torch.device) -> torch.Tensor:
+        """S negatives (S,) shared by the batch, with replacement, from the real songs (index >= 2)."""
         if self.config.sampler == "uniform":
-            neg = torch.randint(FIRST_TOKEN_INDEX, V, (S,), device=device)  # (S,)
-            log_q = math.log(S / (V - FIRST_TOKEN_INDEX))
-            return neg, torch.full((S,), log_q, device=device), torch.full(target.shape, log_q, device=device)
-        if self.sampling_probs.numel() == 0:
+            return torch.randint(FIRST_TOKEN_INDEX, self.n_songs, (S,), device=device)
+        if self.sampling_cdf.numel() == 0:
             raise RuntimeError('sampler="popularity" needs model.set_sampling_counts(counts) before training')
-        probs = self.sampling_probs.to(device)
-        neg = torch.multinomial(probs, S, replacement=True)  # (S,)
-        # expected count S * q_j; a target with q = 0 (index 0/1 or unseen) gets the smallest positive q
-        floor = probs[probs > 0].min()
-        log_q_pos = torch.log(S * probs[target].clamp(min=floor))  # (B,)
-        return neg, torch.log(S * probs[neg]), log_q_pos
+        u = torch.rand(S, dtype=torch.float64, device=device)
+        return torch.searchsorted(self.sampling_cdf, u, right=True).clamp_(max=self.n_songs - 1)  # (S,)
+
+    def _log_expected_count(self, songs: torch.Tensor, in_batch: int) -> torch.Tensor:
+        """log of the expected number of times each song appears among the candidates: S q(j) for the S draws, plus
+        ``in_batch`` q(j) for the batch's targets (which follow the popularity counts)."""
+        S = self.config.sampled_softmax
+        if self.config.sampler == "uniform":
+            return torch.full(songs.shape, math.log(S / (self.n_songs - FIRST_TOKEN_INDEX)), device=songs.device)
+        return math.log(S + in_batch) + self.sampling_log_q[songs]
 
 
-def _sampled_softmax_loss(
-    pos_logit: torch.Tensor,  # (B,)
-    neg_logits: torch.Tensor,  # (B, S)
-    target: torch.Tensor,  # (B,)
-    neg: torch.Tensor,  # (S,)
-    log_q_pos: torch.Tensor,  # (B,)
-    log_q_neg: torch.Tensor,  # (S,)
-) -> torch.Tensor:
-    """Softmax cross-entropy over [target, negatives] with log-Q correction and accidental hits removed."""
-    pos = (pos_logit - log_q_pos).unsqueeze(1)  # (B, 1)
-    negs = neg_logits - log_q_neg.unsqueeze(0)  # (B, S)
-    negs = negs.masked_fill(neg.unsqueeze(0) == target.unsqueeze(1), float("-inf"))  # accidental hits
-    logits = torch.cat([pos, negs], dim=1)  # (B, 1 + S)
-    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, labels)
+class _SparseRows(torch.autograd.Function):
+    """``table[rows]`` whose gradient is a sparse (V, ...) tensor holding only the gathered rows (a plain gather's
+    backward fills a dense zero (V, ...) gradient first, O(V) per step)."""
+
+    @staticmethod
+    def forward(ctx, table, rows):
+        ctx.save_for_backward(rows)
+        ctx.shape = table.shape
+        return table.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (rows,) = ctx.saved_tensors
+        return torch.sparse_coo_tensor(rows.unsqueeze(0), grad, ctx.shape, check_invariants=False), None
+
+
+def sparse_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows ``rows`` (N,) of ``table`` (V, ...) -> (N, ...), with a sparse gradient for ``table``."""
+    return _SparseRows.apply(table, rows)
+
+
+def _dense_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return table[rows]
 
 
 class _PackedGRU(torch.autograd.Function):

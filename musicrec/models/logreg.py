@@ -67,3 +67,7 @@ class LogReg(nn.Module):
     def loss(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
         """Binary cross-entropy with logits against ``batch["target"]`` (1/0)."""
         return F.binary_cross_entropy_with_logits(logits, batch[TARGET].to(logits.dtype))
+
+    def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The loss the training loop minimizes: ``loss(batch, forward(batch))``."""
+        return self.loss(batch, self(batch))

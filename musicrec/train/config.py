@@ -18,6 +18,7 @@ class TrainConfig:
     """The ``train:`` section of a run config (see conf/*.yaml for one comment per key)."""
 
     epochs: int = 10
+    max_steps: int | None = None  # total optimizer steps of the run over all epochs; None / 0 = no limit
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -39,6 +40,13 @@ class TrainConfig:
     def check(self) -> None:
         """The values ``typed`` cannot check from the types alone; a ``ConfigError`` names the key."""
         require(self.epochs >= 0, "train.epochs", self.epochs, "must be >= 0")
+        require(self.max_steps is None or self.max_steps >= 0, "train.max_steps", self.max_steps,
+                "must be >= 0 (0 or null = no limit)")
+        require(self.lr > 0, "train.lr", self.lr, "must be > 0")
+        require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "must be >= 0")
+        require(self.patience >= 0, "train.patience", self.patience, "must be >= 0")
+        require(self.clip_grad_norm is None or self.clip_grad_norm > 0, "train.clip_grad_norm", self.clip_grad_norm,
+                "must be > 0 (null = no clipping)")
         require(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer, f"must be one of {OPTIMIZERS}")
         require(self.early_stopping_mode in STOPPING_MODES, "train.early_stopping_mode", self.early_stopping_mode,
                 f"must be one of {STOPPING_MODES}")

@@ -1,15 +1,22 @@
 """The evaluation protocols: a scorer (a model or a baseline) over every worker's batches -> metrics.
 
-A scorer maps a batch to ``{"scores", "probs", "loss"}``: ``ModelScorer`` for a model, ``BaselineScorer`` for a fitted
-non-learned baseline (``musicrec.baselines``). ``evaluate`` runs one protocol (``kind``):
+A scorer maps a batch to ``{"scores", "probs", "loss"}`` (or, for ``next_song``, ``{"ranks", "loss"}``):
+``ModelScorer`` for a model, ``BaselineScorer`` for a fitted non-learned baseline (``musicrec.baselines``).
+``evaluate`` runs one protocol (``kind``):
 
 - ``binary`` (KKBOX rows, NCF on KKBOX): AUC and log loss over the predictions of ALL workers (``allgather``);
   rows with a null target (the KKBOX test split) are skipped, so a split without labels has no metrics.
-- ``next_song`` (Last.fm sessions): rank of the true next song among ALL songs (padding and OOV masked with -inf)
+- ``next_song`` (Last.fm sessions): rank of the true next song among ALL songs (padding and OOV are no candidates)
   -> hr/ndcg/mrr@{1,5,10,20}; per-worker sums are all-reduced. A prefix whose next song is OOV (a rare song, index
-  1) stays in the denominator and can never be hit, as with any recommender that cannot name unseen songs.
+  1) stays in the denominator and can never be hit, as with any recommender that cannot name unseen songs. The
+  ranks are counted chunk by chunk over the vocabulary (``metrics.chunked_target_ranks``): a model's session
+  vectors (``encode``) against ``chunk_size`` output rows at a time (``logits(h, songs)``), so memory is bounded by
+  a (batch, chunk) block and never by V; the baselines count ranks from their own structures (``musicrec.baselines``).
 - ``loo`` (NCF on Last.fm): rank of the held-out song among itself and its sampled negatives (the NCF paper's
   leave-one-out protocol, 99 negatives) -> ``loo_hr@10``, ``loo_ndcg@10``.
+
+Every result has ``examples``: how many examples were evaluated over all workers (the split, or the fixed sample
+of ``eval.max_examples``, ``EvalConfig``), recorded and printed beside the metrics.
 
 ``evaluate_baseline`` gives a baseline the same evaluation, printed lines and MLflow records as ``fit`` gives a
 model (one "epoch", no training); the lines and the final records both print are here.
@@ -27,12 +34,22 @@ from torch import nn
 
 from musicrec import metrics as M
 from musicrec.columns import CANDIDATES, NEXT_SONG, SONG_IDX, TARGET, USER_IDX
+from musicrec.config import require
 from musicrec.distributed import Backend, SingleProcess
 from musicrec.tracking import Tracker
 from musicrec.train.config import TrainConfig
 
 KINDS = ("binary", "next_song", "loo")
 DEFAULT_METRIC = {"binary": "auc", "next_song": "hr@10", "loo": "loo_hr@10"}
+# songs scored at once: a (512, 4096) float32 block is 8 MiB. Measured on the 2-core CPU at 478,978 songs (one thread,
+# 2,048 prefixes, conf/gru.yaml): 4.4 / 4.6 / 5.6 / 7.9 / 9.1 ms per prefix with chunks of 2k / 4k / 8k / 16k / 32k
+# songs, 9.9 ms for the full (B, V) scores
+DEFAULT_CHUNK_SIZE = 4096
+# eval.max_examples "auto" on a CPU: examples per split for each protocol (0 = all), so that one evaluation at the real
+# size takes minutes on the 2-core machine: 20,000 prefixes x 4.5 ms = 90 s per split at 478,978 songs (all ~1.5M
+# prefixes of a split: ~2 h); a leave-one-out split is ~900 users x 100 candidates, a KKBOX split (1.5M rows) TBD;
+# on a GPU "auto" is every example
+AUTO_CPU_MAX_EXAMPLES = {"next_song": 20_000, "loo": 0, "binary": 0}
 
 Batch = dict[str, torch.Tensor]
 
@@ -47,15 +64,61 @@ def selection_metric(config: TrainConfig, kind: str) -> str:
     return DEFAULT_METRIC[kind] if config.early_stopping_metric == "auto" else config.early_stopping_metric
 
 
+def metric_names(config: TrainConfig, kind: str, learned: bool = True) -> list[str]:
+    """The validation metrics an evaluation of ``kind`` reports (``loss`` only for a learned model's binary and
+    next-song evaluations): what ``train.early_stopping_metric`` may name."""
+    if kind == "binary":
+        names = ["auc", "logloss"]
+    elif kind == "loo":
+        names = [f"loo_hr@{config.loo_k}", f"loo_ndcg@{config.loo_k}"]
+    else:
+        names = [f"{m}@{k}" for k in config.ks for m in ("hr", "ndcg", "mrr")]
+    return names + (["loss"] if learned and kind != "loo" else [])
+
+
+def check_selection_metric(config: TrainConfig, kind: str, learned: bool = True) -> None:
+    """A ``ConfigError`` before any training when ``train.early_stopping_metric`` is not a metric of this run."""
+    names = metric_names(config, kind, learned)
+    require(config.early_stopping_metric == "auto" or config.early_stopping_metric in names,
+            "train.early_stopping_metric", config.early_stopping_metric, f"must be auto or one of {', '.join(names)}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The ``eval:`` section of a run config (conf/*.yaml has one comment per key)."""
+
+    max_examples: int | str = "auto"  # per evaluated split: a fixed sample; 0 = all; auto: AUTO_CPU_MAX_EXAMPLES
+
+    def check(self) -> None:
+        """The values ``typed`` cannot check from the types alone; a ``ConfigError`` names the key."""
+        value = self.max_examples
+        require(value == "auto" or (isinstance(value, int) and value >= 0), "eval.max_examples", value,
+                "must be an integer >= 0 (0 = every example) or auto")
+
+    def examples_for(self, kind: str, device: torch.device | str) -> int:
+        """The sample size of one evaluated split (0 = every example): ``max_examples``, or for ``auto`` every
+        example on a GPU and ``AUTO_CPU_MAX_EXAMPLES[kind]`` on a CPU. The sample itself depends only on the data
+        (``musicrec.data.sample``), so every model evaluated with the same size sees the same examples."""
+        if self.max_examples != "auto":
+            return int(self.max_examples)
+        return 0 if torch.device(device).type == "cuda" else AUTO_CPU_MAX_EXAMPLES[kind]
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# Scorers: a model or a baseline -> {"scores", "probs", "loss"} for one batch
+# Scorers: a model or a baseline -> {"scores", "probs", "loss"} (next_song: {"ranks", "loss"}) for one batch
 # ----------------------------------------------------------------------------------------------------------------
 class ModelScorer:
-    """Scores a batch with a model for one evaluation protocol (``kind``)."""
+    """Scores a batch with a model for one evaluation protocol (``kind``).
 
-    def __init__(self, model: nn.Module, kind: str, autocast: Callable[[], Any] = contextlib.nullcontext):
+    ``next_song``: the model's session vectors ``h = model.encode(batch)`` (B, D) against ``chunk_size`` output rows
+    at a time (``model.logits(h, slice)``) -> the target ranks and the full-softmax loss (log-sum-exp over all V
+    minus the target's logit), never a (B, V) matrix. A model without ``encode``/``logits`` (a tiny test model) is
+    scored from its full logits ``model(batch)`` by the same count."""
+
+    def __init__(self, model: nn.Module, kind: str, autocast: Callable[[], Any] = contextlib.nullcontext,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE):
         assert kind in KINDS, f"kind must be one of {KINDS}"
-        self.model, self.kind, self.autocast = model, kind, autocast
+        self.model, self.kind, self.autocast, self.chunk_size = model, kind, autocast, int(chunk_size)
 
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor | None]:
         if self.kind == "loo":
@@ -65,12 +128,28 @@ class ModelScorer:
             with self.autocast():
                 logits = self.model(flat)  # (B * C,)
             return {"scores": logits.float().view(B, C), "probs": None, "loss": None}
+        if self.kind == "next_song":
+            return self._next_song(batch)
         with self.autocast():
             logits = self.model(batch)
             loss = self.model.loss(batch, logits) if _has_targets(batch, self.kind) else None
-        if self.kind == "next_song":
-            return {"scores": M.mask_special(logits), "probs": None, "loss": loss}
         return {"scores": logits.float(), "probs": None, "loss": loss}  # binary: logits
+
+    def _next_song(self, batch: Batch) -> dict[str, torch.Tensor | None]:
+        target = batch[NEXT_SONG]  # (B,)
+        with self.autocast():
+            if hasattr(self.model, "encode") and hasattr(self.model, "logits"):
+                h = self.model.encode(batch)  # (B, D)
+                target_scores = torch.diagonal(self.model.logits(h, target)).float()  # (B,)
+                ranks, lse = M.chunked_target_ranks(lambda songs: self.model.logits(h, songs), target_scores, target,
+                                                    self.model.n_songs, self.chunk_size, logsumexp=True)
+                return {"ranks": ranks, "loss": (lse - target_scores).mean()}
+            logits = self.model(batch)  # (B, V)
+            loss = self.model.loss(batch, logits)
+        scores = logits.float()
+        ranks, _ = M.chunked_target_ranks(lambda songs: scores[:, songs], scores.gather(1, target[:, None]).squeeze(1),
+                                          target, scores.shape[1], self.chunk_size)
+        return {"ranks": ranks, "loss": loss}
 
 
 def _has_targets(batch: Batch, kind: str) -> bool:
@@ -80,24 +159,22 @@ def _has_targets(batch: Batch, kind: str) -> bool:
 
 
 class BaselineScorer:
-    """Scores a batch with a non-learned baseline (``musicrec.baselines``) for one evaluation protocol."""
+    """Scores a batch with a non-learned baseline (``musicrec.baselines``) for one evaluation protocol; for
+    ``next_song`` the baseline counts the target ranks itself (``target_ranks(batch, targets)``), without (B, V)
+    scores."""
 
     def __init__(self, baseline, kind: str):
         assert kind in KINDS, f"kind must be one of {KINDS}"
         self.baseline, self.kind = baseline, kind
 
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor | None]:
-        if self.kind == "binary":
-            songs = batch[SONG_IDX].cpu()
-            scores = torch.as_tensor(self.baseline.score_rows(songs), dtype=torch.float64)  # (B,), a ranking score
-            probs = torch.as_tensor(self.baseline.smoothed_target_mean()[songs.numpy()], dtype=torch.float64)
-            return {"scores": scores, "probs": probs, "loss": None}
+        if self.kind == "binary":  # (B,) ranking scores and probabilities from the row's columns (pop, rate, lightgbm)
+            return self.baseline.score_batch({k: v.cpu() for k, v in batch.items()})
         if self.kind == "loo":
             cand = batch[CANDIDATES].cpu()  # (B, C)
-            scores = self.baseline.score({USER_IDX: batch[USER_IDX].cpu()})  # (B, V)
-            return {"scores": scores.gather(1, cand).float(), "probs": None, "loss": None}
+            return {"scores": self.baseline.score_candidates(cand), "probs": None, "loss": None}
         cpu_batch = {k: v.cpu() for k, v in batch.items()}
-        return {"scores": self.baseline.score(cpu_batch).float(), "probs": None, "loss": None}
+        return {"ranks": self.baseline.target_ranks(cpu_batch, cpu_batch[NEXT_SONG]), "loss": None}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -160,7 +237,8 @@ class _LossSum:
 
 
 def _binary(scorer, batches, backend: Backend, device: torch.device, losses: _LossSum) -> dict[str, float]:
-    """AUC and log loss over every worker's labelled rows; {} when no row has a label."""
+    """AUC and log loss over every worker's labelled rows, their ``count`` and ``examples``; {} when no row has a
+    label."""
     ys, ss, ps = [], [], []
     for batch in batches:
         batch = to_device(batch, device)
@@ -179,37 +257,44 @@ def _binary(scorer, batches, backend: Backend, device: torch.device, losses: _Lo
     result = M.binary_metrics(y[labelled], s[labelled], from_logits=True)
     if p is not None:
         result["logloss"] = M.binary_metrics(y[labelled], p[labelled], from_logits=False)["logloss"]
-    return {k: result[k] for k in ("auc", "logloss", "count")}
+    return {**{k: result[k] for k in ("auc", "logloss", "count")}, "examples": result["count"]}
 
 
 def _ranking(scorer, batches, kind: str, backend: Backend, device: torch.device, ks: tuple[int, ...],
              losses: _LossSum) -> dict[str, float]:
-    """hr/ndcg/mrr@k means over every worker's rows (``loo``: ``loo_hr@k`` and ``loo_ndcg@k``), and ``count``."""
+    """hr/ndcg/mrr@k means over every worker's rows (``loo``: ``loo_hr@k`` and ``loo_ndcg@k``), ``count`` and
+    ``examples``. The scorer gives the ranks (``next_song``) or scores to rank the target among (``loo``: the
+    held-out song is candidate 0)."""
     sums: dict[str, float] = {}
     for batch in batches:
         batch = to_device(batch, device)
         out = scorer(batch)
-        scores = out["scores"]
-        if kind == "next_song":
-            targets = batch[NEXT_SONG].to(scores.device)
-        else:  # loo: the held-out song is candidate 0
-            targets = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
-        for key, value in M.ranking_sums(M.target_ranks(scores, targets), ks).items():
+        if "ranks" in out:
+            ranks = out["ranks"]
+        else:
+            scores = out["scores"]
+            targets = (batch[NEXT_SONG].to(scores.device) if kind == "next_song"
+                       else torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
+            ranks = M.target_ranks(scores, targets)
+        for key, value in M.ranking_sums(ranks, ks).items():
             sums[key] = sums.get(key, 0.0) + value
         losses.add(out, batch)
     if not sums:
         sums = {**{f"{m}@{k}": 0.0 for k in ks for m in ("hr", "ndcg", "mrr")}, "count": 0.0}
     sums = backend.allreduce_sum({k: torch.tensor(v, dtype=torch.float64) for k, v in sums.items()})  # distributed
     result = M.means_from_sums({k: float(v) for k, v in sums.items()})
+    result["examples"] = result["count"]
     if kind == "loo":
         (k,) = ks
-        return {f"loo_hr@{k}": result[f"hr@{k}"], f"loo_ndcg@{k}": result[f"ndcg@{k}"], "count": result["count"]}
+        return {f"loo_hr@{k}": result[f"hr@{k}"], f"loo_ndcg@{k}": result[f"ndcg@{k}"], "count": result["count"],
+                "examples": result["count"]}
     return result
 
 
 def evaluate_split(scorer, eval_loader: Callable[[str], Iterable[Batch]], split: str, kind: str, config: TrainConfig,
                    backend: Backend, device: torch.device | str = "cpu") -> dict[str, float]:
-    """``evaluate`` on ``eval_loader(split)`` with the config's cut-offs, without the row count."""
+    """``evaluate`` on ``eval_loader(split)`` with the config's cut-offs, without the row count (``examples``
+    stays)."""
     metrics = evaluate(scorer, eval_loader(split), kind, backend, device, config.ks, config.loo_k)
     metrics.pop("count", None)
     return metrics
@@ -269,11 +354,12 @@ def final_metrics(best_valid: Mapping[str, float], test: Mapping[str, float], be
 
 def format_test_line(test: Mapping[str, float]) -> str:
     shown = [k for k in sorted(test) if k in ("auc", "logloss", "loss") or k.endswith("@10")]
-    return "test: " + "  ".join(f"{k}={test[k]:.4f}" for k in shown)
+    return "test: " + "  ".join(f"{k}={test[k]:.4f}" for k in shown) + _examples_note(test.get("examples"))
 
 
 def format_epoch_line(record: Mapping[str, float], metric: str) -> str:
-    """One short line per epoch: losses, the selection metric and the @10 metrics, throughput."""
+    """One short line per epoch: losses, the selection metric and the @10 metrics, throughput, the examples
+    evaluated."""
     shown = ["train_loss", "valid_loss", f"valid_{metric}", "valid_auc", "valid_logloss"]
     shown += [k for k in record if k.startswith("valid_") and k.endswith("@10")]
     parts = [f"epoch {record['epoch']}"]
@@ -282,12 +368,21 @@ def format_epoch_line(record: Mapping[str, float], metric: str) -> str:
             parts.append(f"{key}={record[key]:.4f}")
     if "samples_per_s" in record:
         parts.append(f"{record['samples_per_s']:,.0f} samples/s")
-    return "  ".join(parts)
+    return "  ".join(parts) + _examples_note(record.get("valid_examples"))
+
+
+def _examples_note(examples: float | None) -> str:
+    return "" if examples is None else f"  ({int(examples):,} examples)"
 
 
 __all__ = [
     "BaselineScorer",
+    "AUTO_CPU_MAX_EXAMPLES",
+    "check_selection_metric",
+    "metric_names",
+    "DEFAULT_CHUNK_SIZE",
     "DEFAULT_METRIC",
+    "EvalConfig",
     "FitResult",
     "KINDS",
     "ModelScorer",

@@ -1,11 +1,16 @@
 """The training loop: ``train_one_epoch`` (one pass over this worker's batches) and ``fit`` (the driver around it:
 resume, per-epoch seeds, validation, early stopping, checkpoints, tracking, the test of the best weights).
 
-Knows nothing of Petastorm, Horovod or MLflow. ``fit`` takes a model (``forward(batch) -> logits``,
-``loss(batch, logits) -> scalar``), two loader factories (``train_loader(epoch)`` and ``eval_loader(split)``, each an
-iterable of ``dict[str, Tensor]``), a ``TrainConfig``, a ``musicrec.distributed.Backend`` and optionally a
-``Checkpointer`` and a tracker (``musicrec.tracking.Tracker``). The lines that only matter with several workers are
-marked ``# distributed:``.
+Knows nothing of Petastorm, Horovod or MLflow. ``fit`` takes a model (``training_loss(batch) -> scalar``, the only
+call a training step makes, so a model can compute its loss without its full output, e.g. the GRU's sampled
+softmax; ``forward(batch) -> logits`` and ``loss(batch, logits)`` for evaluation), two loader factories
+(``train_loader(epoch)`` and ``eval_loader(split)``, each an iterable of ``dict[str, Tensor]``), a ``TrainConfig``,
+a ``musicrec.distributed.Backend`` and optionally a ``Checkpointer`` and a tracker (``musicrec.tracking.Tracker``).
+The lines that only matter with several workers are marked ``# distributed:``.
+
+``train.max_steps`` bounds the run's optimizer steps over all epochs: the epoch in which the budget runs out ends
+there and is validated, checkpointed and booked like any epoch, then the run ends (the test of the best weights
+follows). A resumed run counts the steps of the checkpoint's ``global_step``.
 
 Reproducibility: the caller seeds the model's initialization; at the start of every epoch the loop reseeds torch
 from (seed, epoch), and the data side derives its shuffles from (seed, epoch, shard), so an epoch is a function of
@@ -28,6 +33,7 @@ from torch import nn
 from musicrec.checkpoint import Checkpointer, check_compatible, make_checkpoint, restore_rng_state
 from musicrec.distributed import Backend, SingleProcess
 from musicrec.metrics import batch_rows
+from musicrec.optim import make_optimizer
 from musicrec.seeding import derive_seed
 from musicrec.tracking import Tracker
 from musicrec.train.config import TrainConfig
@@ -46,15 +52,7 @@ from musicrec.train.evaluate import (
 )
 
 LOWER_IS_BETTER = ("logloss", "loss")
-OPTIMIZER_CLASSES = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 EPOCH_STREAM = 0x7EA1  # derive_seed(seed, epoch, EPOCH_STREAM): the loop's torch seed of an epoch
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return OPTIMIZER_CLASSES[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -122,10 +120,12 @@ def train_one_epoch(
     epoch: int = 0,
     on_batch: Callable[[int, int, Batch], None] | None = None,
     progress: str | None = None,
+    max_steps: int | None = None,
 ) -> tuple[dict[str, float], int]:
     """One pass over this worker's ``batches`` -> ({"train_loss", "samples_per_s", "epoch_time_s"} over all workers,
-    the optimizer steps taken). ``on_batch(epoch, step, batch)`` sees every batch before it goes to the device;
-    ``progress`` is the description of a tqdm bar (None: no bar).
+    the optimizer steps taken), or its first ``max_steps`` steps. ``on_batch(epoch, step, batch)`` sees every batch
+    before it goes to the device; ``progress`` is the description of a tqdm bar (None: no bar). A step's loss is
+    ``model.training_loss(batch)``.
 
     Several workers step together while ANY of them has a batch (``_steps_in_sync``); each worker's mean loss is
     weighted by its share of the step's examples, so the backend's gradient average is the gradient of the mean over
@@ -141,14 +141,15 @@ def train_one_epoch(
         steps += 1
         if batch is None:  # distributed: this shard is used up; join the others' gradient average with zeros
             backend.optimizer_step(optimizer, setup.scaler, model.parameters(), setup.clip)
+            if steps == max_steps:
+                break
             continue
         if on_batch is not None:
             on_batch(epoch, step, batch)
         batch = to_device(batch, setup.device)
         n = batch_rows(batch)
         with setup.autocast():
-            logits = model(batch)
-            loss = model.loss(batch, logits)
+            loss = model.training_loss(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"epoch {epoch + 1} step {step}: loss is {float(loss)}; lower train.lr?")
         # distributed: weight by this worker's share of the step, so the gradient average = mean over the step
@@ -165,6 +166,8 @@ def train_one_epoch(
             if step % 20 == 0:
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 bar.set_postfix(loss=f"{float(loss_sum) / max(count, 1):.4f}", samples_s=f"{count / elapsed:,.0f}")
+        if steps == max_steps:  # distributed: every worker counts the same steps, so all stop here together
+            break
     if bar is not None:
         bar.close()
     elapsed = max(time.perf_counter() - started, 1e-9)
@@ -257,17 +260,22 @@ def fit(
     scorer = ModelScorer(model, kind, setup.autocast)
 
     for epoch in range(state.epoch, config.epochs):
-        if state.stopped_early:
+        steps_left = config.max_steps - state.global_step if config.max_steps else None
+        if state.stopped_early or (steps_left is not None and steps_left <= 0):
             break
         # dropout / sampled softmax; distributed: one stream per worker
         torch.manual_seed(derive_seed(config.seed, epoch, EPOCH_STREAM, bits=32) + backend.rank)
         progress = f"epoch {epoch + 1}/{config.epochs}" if config.progress and backend.is_root else None
         trained, steps = train_one_epoch(model, optimizer, train_loader(epoch), setup, backend, epoch=epoch,
-                                         on_batch=on_batch, progress=progress)
+                                         on_batch=on_batch, progress=progress, max_steps=steps_left)
         state.global_step += steps
+        if steps == steps_left and backend.is_root:
+            print(f"train.max_steps={config.max_steps} reached in epoch {epoch + 1}: this is the run's last epoch",
+                  flush=True)
         record = {"epoch": epoch + 1, **trained}
+        started = time.perf_counter()
         valid = evaluate(scorer, eval_loader("valid"), kind, backend, device, config.ks, config.loo_k)
-        record.update({f"valid_{k}": v for k, v in valid.items() if k != "count"})
+        record.update({f"valid_{k}": v for k, v in valid.items() if k != "count"}, valid_time_s=time.perf_counter() - started)
         value = valid.get(metric)
         if value is None:
             raise KeyError(f"early-stopping metric {metric!r} is not among the validation metrics {sorted(valid)}")
@@ -289,9 +297,11 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     best_valid = next((dict(r) for r in state.history if r["epoch"] == state.best_epoch), {})
+    started = time.perf_counter()
     test = evaluate_split(scorer, eval_loader, test_split, kind, config, backend, device) if test_split else {}
     if backend.is_root:
-        tracker.log_final(final_metrics(best_valid, test, state.best_epoch))
+        tracker.log_final({**final_metrics(best_valid, test, state.best_epoch),
+                           **({"test_time_s": time.perf_counter() - started} if test else {})})
         tracker.log_curves(state.history)
         if test:
             print(format_test_line(test), flush=True)
@@ -343,7 +353,7 @@ __all__ = [
     "LoopState",
     "StepSetup",
     "fit",
-    "make_optimizer",
+    "make_optimizer",  # from musicrec.optim
     "metric_mode",
     "resolve_device",
     "train_one_epoch",
