@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from measure import append_record, cpu_model, run_measured  # a sibling of this script
+from musicrec.baselines import NAMES as BASELINES  # fitted, not trained: no step budget
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS_scale.md"
 MODELS = {"lastfm": ["pop", "cooc", "gru", "ncf"], "kkbox": ["pop", "logreg", "dnn", "ncf"]}
-BASELINES = ("pop", "cooc")
 
 
 def ensure_raw(work: Path, dataset: str, scale: float, seed: int) -> tuple[Path, float | None]:

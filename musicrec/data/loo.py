@@ -1,18 +1,17 @@
-"""Songs a user never played: the negatives of NCF's training pairs and of the leave-one-out sets.
+"""Songs a user never played in training: the negatives of NCF's training pairs and of the leave-one-out sets.
 
-``TrainPlays`` holds every (user, song) of a split's sessions as sorted keys ``user * V_song + song``, built once
-on first use; NCF's training pairs draw their negatives from the training split's by rejection (``sample``). The
+``TrainPlays`` holds every (user, song) of the training sessions as sorted keys ``user * V_song + song``, built once
+on first use; NCF's training pairs draw their negatives from it by rejection (``sample``). The
 leave-one-out set of a split (NCF's evaluation; any user-level scorer can use it): per user, the last non-OOV song
 of its last session in the split, ``candidates`` (B, 1 + N) = [that song, N sampled songs the user played neither
-in training nor in the split (as the NCF paper's negatives: items the user has not interacted with; with
-``split.protocol: leave_one_out`` the test row's first song is the valid target, a real interaction)]; built once
-per split with a fixed seed, its users dealt round-robin over the shards.
+in training nor in that session (with ``split.protocol: leave_one_out`` the test row's first song is the valid
+target, a real interaction, so it is never a negative)]; a user with fewer than N such songs is left out, with a
+warning; built once per split with a fixed seed, its users dealt round-robin over the shards.
 """
 
 from __future__ import annotations
 
 import sys
-
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,7 @@ _SPLIT_NUMBER = {"valid": 1, "test": 2}  # any other split: 3
 
 
 class TrainPlays:
-    """The (user, song) pairs played in the sessions at ``path`` (songs of a ``song_vocab`` vocabulary): the
-    training split's for NCF's negatives."""
+    """The (user, song) pairs played in the training sessions at ``path`` (songs of a ``song_vocab`` vocabulary)."""
 
     def __init__(self, path: Path, song_vocab: int):
         self.path, self.song_vocab = path, song_vocab
@@ -37,7 +35,7 @@ class TrainPlays:
 
     @property
     def keys(self) -> np.ndarray:
-        """Sorted unique ``user * V_song + song`` of every (user, song) played in the sessions."""
+        """Sorted unique ``user * V_song + song`` of every (user, song) played in the training sessions."""
         if self._keys is None:
             table = read_table(self.path, [USER_IDX, SONGS])
             values, offsets = table[SONGS]
@@ -52,7 +50,7 @@ class TrainPlays:
         return keys[pos] == query if keys.size else np.zeros(query.shape, bool)
 
     def sample(self, users: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:
-        """``k`` songs per user (users.size, k) drawn uniformly from the real songs the user never played here."""
+        """``k`` songs per user (users.size, k) drawn uniformly from the real songs the user never played in training."""
         neg = rng.integers(FIRST_TOKEN_INDEX, self.song_vocab, size=(users.size, k))
         flat, owner = neg.reshape(-1), np.repeat(users, k)  # (users.size * k,) views / copies, row-major
         todo = np.arange(flat.size)  # only redrawn entries need checking again: same draws as checking all
@@ -65,7 +63,7 @@ class TrainPlays:
         return neg
 
     def songs_of(self, user: int) -> set[int]:
-        """The songs ``user`` played in the sessions."""
+        """The songs ``user`` played in training."""
         V = self.song_vocab
         lo, hi = np.searchsorted(self.keys, [user * V, (user + 1) * V])
         return set((self.keys[lo:hi] - user * V).tolist())
