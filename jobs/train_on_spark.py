@@ -6,7 +6,10 @@ flags, checkpoints and MLflow run as ``horovodrun`` / ``torchrun``):
 - ``--backend torch`` (``auto`` without Horovod): Spark's ``TorchDistributor`` runs jobs/train.py under torchrun,
   ``--torch-mode local`` (the default: ``torchrun --standalone --nproc_per_node N`` on the driver) or
   ``--torch-mode cluster`` (one torchrun node per barrier Spark task; needs PySpark's pyarrow >= 18, so not in the
-  default Horovod + Petastorm profile, whose pyarrow is 14: refused there in one line).
+  default Horovod + Petastorm profile, whose pyarrow is 14: refused there in one line; it runs in the
+  current-dependency profile, ``MUSICREC_PROFILE=current ./run.sh spark-submit --master spark://...
+  jobs/train_on_spark.py --backend torch --torch-mode cluster ...``, tested on a loopback standalone cluster in
+  tests/test_current_profile.py).
 
     ./spark-submit.sh --master local[2] jobs/train_on_spark.py --num-proc 2 --model dnn --data work/features/kkbox
     ./spark-submit.sh --master local[2] jobs/train_on_spark.py --backend torch --num-proc 2 --model dnn \\

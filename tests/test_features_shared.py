@@ -8,9 +8,14 @@ import json
 import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from musicrec.features.rejects import REJECTED_SCHEMA, reject_reason, write_rejected
+from musicrec.features.ranks import running_offsets, value_ranks
+from musicrec.features.rejects import (
+    BLOCK_COL, REJECTED_SCHEMA, ROW_ID_COL, blank_lines, read_text_lines, reject_reason, split_line_counts,
+    with_blank_lines_shift, with_line_numbers, write_rejected,
+)
 from musicrec.features.stats import StatsReport, column_stats, column_stats_by_level
 from musicrec.features.vocab import (
     VOCAB_SCHEMA, build_vocabs, named_vocab, vocab_of, with_index, with_indices, write_vocabs,
@@ -60,6 +65,76 @@ def test_write_rejected_layout_and_count(spark, tmp_path):
     assert_df_equality(written_df, expected, ignore_row_order=True, ignore_nullable=True)
     empty_df = spark.read.parquet(str(tmp_path / "out" / "rejected" / "empty.tsv"))
     assert empty_df.count() == 0 and empty_df.columns == ["file", "line", "reason", "raw"]
+
+
+@pytest.fixture
+def small_splits(spark):
+    """Text files read in splits of about 64 bytes (several splits, so offsets between splits matter)."""
+    keys = ("spark.sql.files.maxPartitionBytes", "spark.sql.files.openCostInBytes")
+    previous = {key: spark.conf.get(key) for key in keys}
+    for key in keys:
+        spark.conf.set(key, "64")
+    yield
+    for key, value in previous.items():
+        spark.conf.set(key, value)
+
+
+def _text_with_blank_lines(path):
+    """40 lines, every 3rd and the 7th to 9th blank (spaces, a tab or nothing): (physical lines, text)."""
+    lines = ["" if i % 3 == 0 else ("\t" if i in (7, 8) else f"line {i:02d} " + "x" * (i % 5)) for i in range(1, 41)]
+    lines[8] = "  "
+    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+@pytest.mark.spark
+def test_line_numbers_blank_lines_and_shift_across_splits(spark, tmp_path, small_splits):
+    path = tmp_path / "lines.txt"
+    lines = _text_with_blank_lines(path)
+    assert len(split_line_counts(spark, path)) > 3  # really several splits
+    numbered = with_line_numbers(read_text_lines(spark, path), spark, path).select("value", "line").collect()
+    assert sorted((r["line"], r["value"]) for r in numbered) == list(enumerate(lines, start=1))
+    blank = [i for i, line in enumerate(lines, start=1) if line.strip() == ""]
+    expected_blanks = [(line_no - k, k) for k, line_no in enumerate(blank, start=1)]
+    blanks_df = blank_lines(spark, path)
+    assert sorted((r["_nonblank_before"], r["_blank_no"]) for r in blanks_df.collect()) == expected_blanks
+    # rank among the non-blank lines -> physical line, with buckets of 4 ranks (several of them, some without blanks)
+    nonblank = [i for i, line in enumerate(lines, start=1) if line.strip() != ""]
+    ranks_df = spark.createDataFrame([(k,) for k in range(1, len(nonblank) + 1)], "rank long")
+    for bits in (2, 20):
+        shifted = ranks_df.transform(with_blank_lines_shift, blanks_df, "rank", "line", bucket_bits=bits).collect()
+        assert sorted((r["rank"], r["line"]) for r in shifted) == list(enumerate(nonblank, start=1))
+
+
+@pytest.mark.spark
+def test_with_line_numbers_keeps_null_for_rows_without_block(spark, tmp_path):
+    path = tmp_path / "two.txt"
+    path.write_text("a\nb\n")
+    df = read_text_lines(spark, path).select("value", F.when(F.col("value") == "b", F.col(BLOCK_COL)).alias(BLOCK_COL),
+                                             ROW_ID_COL)
+    result = {r["value"]: r["line"] for r in with_line_numbers(df, spark, path).collect()}
+    assert result == {"a": None, "b": 2}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Ranks
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.spark
+def test_value_ranks_equal_the_single_partition_window_ranks(spark):
+    values = [f"u{(i * 37) % 101:03d}" for i in range(400)] + [None, "U", "é", "u", ""]
+    df = spark.createDataFrame([(v,) for v in values], "user_id string").repartition(7)
+    oracle_df = df.select("user_id").distinct().select(
+        "user_id", F.row_number().over(Window.orderBy("user_id")).alias("user_rank"))
+    for partitions in (1, 3, 16):
+        result_df = value_ranks(df, "user_id", out_col="user_rank", partitions=partitions)
+        assert_df_equality(result_df, oracle_df, ignore_row_order=True, ignore_nullable=True)
+    assert value_ranks(df.limit(0), "user_id", out_col="user_rank").collect() == []
+
+
+@pytest.mark.unit
+def test_running_offsets_sum_the_smaller_keys():
+    assert running_offsets({30: 5, 10: 2, 20: 0}) == {10: 0, 20: 2, 30: 2}
+    assert running_offsets({}) == {}
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Reading a split folder: Petastorm for the row groups of a shard, pyarrow for whole columns.
+"""Reading a split folder: Petastorm (or pyarrow alone) for the row groups of a shard, pyarrow for whole columns.
+
+Which reader ``iter_row_groups`` uses: ``MUSICREC_READER`` = ``auto`` (the default: Petastorm when it is installed,
+as in the default profile, else ``arrow_reader``, as in the current-dependency profile, whose pyarrow no Petastorm
+release reads), ``petastorm`` or ``arrow``. Both give the same row groups of a shard in the same order, as the same
+arrays (tests/test_arrow_reader.py), so a run gives the same batches in both profiles.
 
 This is the only module of musicrec that imports Petastorm. It opens only the split's ``data_files`` (the
 Parquet files, by name, never the folder): Petastorm unpickles a ``_common_metadata`` / ``_metadata`` it finds
@@ -20,6 +25,8 @@ plays behind the negatives, the leave-one-out sets, the baselines' feeds).
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import warnings
 from pathlib import Path
@@ -27,26 +34,23 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from musicrec.data import arrow_reader
+from musicrec.data.arrow_reader import LEN_SUFFIX, pad_flat
 from musicrec.data.manifest import DataError, data_files, parquet_schema
 
 # Petastorm 0.12.1 on pyarrow 14 warns about its own use of the legacy ParquetDataset on every read.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\.|$)")
 
-LEN_SUFFIX = "__len"  # <column>__len: the list lengths of a padded array column
+READERS = ("auto", "petastorm", "arrow")  # MUSICREC_READER
 
 
 def pad_lists(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A column of int lists (object array of arrays, None = empty) -> (padded (n, W) int32, lengths (n,) int32);
     W is the longest list (at least 1), padding is 0."""
-    n = len(values)
-    lens = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int32, count=n)
-    width = max(int(lens.max()) if n else 0, 1)
-    padded = np.zeros((n, width), dtype=np.int32)
-    if n and lens.any():
-        flat = np.concatenate([v for v in values[lens > 0]]).astype(np.int32, copy=False)
-        padded[np.arange(width) < lens[:, None]] = flat  # row-major, like the concatenation
-    return padded, lens
+    lens = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int32, count=len(values))
+    flat = np.concatenate([v for v in values[lens > 0]]).astype(np.int32, copy=False) if lens.any() else None
+    return pad_flat(lens, flat), lens
 
 
 class _RowGroupAsOneRow:
@@ -107,7 +111,34 @@ def iter_row_groups(
     reader_pool: str = "thread",
     workers_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """One pass over the shard's row groups as dicts of numpy arrays (arrays padded, plus ``<col>__len``)."""
+    """One pass over the shard's row groups as dicts of numpy arrays (arrays padded, plus ``<col>__len``), read by
+    Petastorm or by ``arrow_reader`` (``reader_name``), in the same order."""
+    if reader_name() == "arrow":
+        return arrow_reader.iter_row_groups(path, columns, array_columns, seed=seed,
+                                            shuffle_row_groups=shuffle_row_groups, cur_shard=cur_shard,
+                                            shard_count=shard_count)
+    return _petastorm_row_groups(path, columns, array_columns, seed=seed, shuffle_row_groups=shuffle_row_groups,
+                                 cur_shard=cur_shard, shard_count=shard_count, reader_pool=reader_pool,
+                                 workers_count=workers_count)
+
+
+def reader_name() -> str:
+    """``petastorm`` or ``arrow``: ``MUSICREC_READER``, where ``auto`` (or unset) is Petastorm when it is installed."""
+    name = os.environ.get("MUSICREC_READER", "auto") or "auto"
+    if name not in READERS:
+        raise DataError(f"MUSICREC_READER={name!r}: must be one of {list(READERS)}")
+    if name == "auto":
+        return "petastorm" if importlib.util.find_spec("petastorm") is not None else "arrow"
+    if name == "petastorm" and importlib.util.find_spec("petastorm") is None:
+        raise DataError("MUSICREC_READER=petastorm, but Petastorm is not installed (the current-dependency profile "
+                        "has none): use MUSICREC_READER=arrow or auto")
+    return name
+
+
+def _petastorm_row_groups(path: Path, columns: list[str], array_columns: list[str], *, seed: int,
+                          shuffle_row_groups: bool, cur_shard: int, shard_count: int, reader_pool: str,
+                          workers_count: int) -> Iterator[dict[str, np.ndarray]]:
+    """Petastorm's ``make_batch_reader`` over the split's files for one pass (see the module docstring)."""
     from petastorm import make_batch_reader
     from petastorm.errors import NoDataAvailableError
     from petastorm.transform import TransformSpec
@@ -177,4 +208,4 @@ def read_table(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["LEN_SUFFIX", "iter_row_groups", "pad_lists", "read_table"]
+__all__ = ["LEN_SUFFIX", "READERS", "iter_row_groups", "pad_lists", "read_table", "reader_name"]

@@ -39,7 +39,7 @@ from musicrec.features.kkbox.read import (
 )
 from musicrec.features.kkbox.side import with_isrc_fields, with_member_features
 from musicrec.features.progress import StepTimer
-from musicrec.features.rejects import blank_lines, check_reject_limit, write_rejected
+from musicrec.features.rejects import blank_lines, check_reject_limit, pin_file_splits, write_rejected
 from musicrec.features.vocab import write_vocabs
 from musicrec.io import (
     AtomicOutput, check_header, check_nonempty_splits, check_output, file_fingerprint, fingerprint_and_lines,
@@ -84,6 +84,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
     split left without rows (all exit 2 in jobs/features.py); any failure leaves an existing OUT unchanged.
     """
     timer = StepTimer(spark, DATASET)
+    pin_file_splits(spark)  # line numbers and blank lines come from more than one scan of a file
     with timer.step("check inputs"):
         cfg, paths = check_job(input_dir, output_dir, config)
         inputs, lines = {}, {}

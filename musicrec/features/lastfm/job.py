@@ -41,6 +41,7 @@ from musicrec.features.lastfm.sessionize import (
 )
 from musicrec.features.lastfm.tags import apply_tag_policy, build_song_lookup, no_song_tags, top_tags_of_played
 from musicrec.features.progress import StepTimer
+from musicrec.features.rejects import pin_file_splits
 from musicrec.features.stats import StatsReport, column_stats, column_stats_by_level
 from musicrec.features.vocab import build_vocabs, write_vocabs
 from musicrec.io import (
@@ -185,6 +186,7 @@ class _Fingerprints(threading.Thread):
 def _set_job_conf(spark: SparkSession) -> None:
     """Runtime SQL settings the job relies on (they only affect this session's queries)."""
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # Last.fm timestamps are UTC; never the machine's zone
+    pin_file_splits(spark)  # the rejected lines' numbers come from two scans of the plays file
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")  # not INT96: pyarrow/Petastorm
     # Sessions are gathered with collect_list grouped by (user, session) over user-partitioned rows: keep the hash
     # aggregation instead of falling back to sorting all rows once a task has seen 128 sessions (the default).

@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from musicrec.columns import ARTIST_ID, ARTIST_NAME, POSITION, REASON, SESSION_ID, TRACK_ID, TRACK_NAME, TS, USER
 from musicrec.features.lastfm.parse import RAW_COLUMNS
+from musicrec.features.ranks import value_ranks
 
 ELIGIBLE = "is_eligible"  # bool: the play takes part in dedup and sessionization (good, tracked, in the window)
 SESSION_SEQ = "session_seq"  # int: 1-based session number inside the user
@@ -198,10 +199,9 @@ def with_level(df: DataFrame, min_sessions: int, *, drop_untracked: bool) -> Dat
 
 
 def user_ranks(df: DataFrame, *, col_user: str = USER) -> DataFrame:
-    """``user_id, user_rank``: 1-based rank of each user id in string order (deterministic, gap-free)."""
-    # Global window on purpose: one row per user (about a thousand for Last.fm 1K, millions at most).
-    user_order_w = Window.orderBy(col_user)
-    return df.select(col_user).distinct().select(col_user, F.row_number().over(user_order_w).alias("user_rank"))
+    """``user_id, user_rank``: 1-based rank of each user id in string order (deterministic, gap-free), computed
+    over ranges of users in parallel (``ranks.value_ranks``: no single-partition window)."""
+    return value_ranks(df, col_user, out_col="user_rank")
 
 
 def with_session_id(df: DataFrame, ranks_df: DataFrame, *, col_user: str = USER) -> DataFrame:
