@@ -1,15 +1,18 @@
-"""Training throughput with 1 and 2 Horovod workers on this machine's CPU, for every learned model.
+"""Training throughput with 1 process and 2 workers (torchrun and/or horovodrun, gloo) on this machine's CPU, for
+every learned model.
 
     .venv/bin/python benchmarks/bench_distributed.py                      # all models, results as a Markdown table
     .venv/bin/python benchmarks/bench_distributed.py --models dnn gru --epochs 3 --json out.json
+    .venv/bin/python benchmarks/bench_distributed.py --quick --launchers torchrun horovodrun   # both backends
 
 For each model, in one run and on the same data: ``jobs/train.py`` in one process with 1 torch thread (the project's
-default ``train.num_threads: 1``) and with one thread per core, then under ``horovodrun -np 2 --gloo`` with 1 thread
-per worker (cores / workers on this 2-core machine) and with one thread per core in EVERY worker (2 workers x 2
+default ``train.num_threads: 1``) and with one thread per core, then with 2 workers under each of ``--launchers``
+(``torchrun --standalone --nproc_per_node 2``: the torch.distributed backend, gloo; ``horovodrun -np 2 --gloo``:
+Horovod's; default both where Horovod is installed) with 1 thread per worker (cores / workers on this 2-core machine) and with one thread per core in EVERY worker (2 workers x 2
 threads on 2 cores: oversubscribed). Each run uses the model's ``conf/<model>.yaml`` with only ``train.num_threads``
 changed (its ``data.batch_size`` is the GLOBAL batch, so 2 workers take half each) and ``--epochs`` epochs.
 Throughput = training examples per second averaged over the epochs after the first (which warms up: Petastorm, the
-loader's row-group cache, the allocator, Horovod's response cache), from the run's ``last.pt`` history
+loader's row-group cache, the allocator, Horovod's response cache, gloo's connections), from the run's ``last.pt`` history
 (``samples_per_s`` = examples of all workers / rank 0's epoch wall time; evaluation excluded).
 Scaling efficiency = throughput(2 workers) / (2 x throughput(1 process, 1 thread)); also given against the faster
 1-process run.
@@ -66,7 +69,19 @@ def conf_with_threads(model: str, threads: int, workdir: Path) -> Path:
     return path
 
 
-def run(model: str, data: Path, run_dir: Path, workers: int, epochs: int, threads: int, workdir: Path) -> dict:
+LAUNCHERS = ("torchrun", "horovodrun")
+
+
+def launch(launcher: str, workers: int, cmd: list[str]) -> list[str]:
+    """``cmd`` (python jobs/train.py ...) under ``launcher`` with ``workers`` local processes."""
+    bin_dir = Path(sys.executable).parent
+    if launcher == "torchrun":
+        return [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", str(workers), *cmd[1:]]
+    return [str(bin_dir / "horovodrun"), "-np", str(workers), "--gloo", "-H", f"localhost:{workers}", *cmd]
+
+
+def run(model: str, data: Path, run_dir: Path, workers: int, epochs: int, threads: int, workdir: Path,
+        launcher: str = "horovodrun") -> dict:
     """One training run; returns its last epoch's record and the wall time of the whole command."""
     from musicrec.checkpoint import load
     from musicrec.train import TrainConfig
@@ -79,8 +94,7 @@ def run(model: str, data: Path, run_dir: Path, workers: int, epochs: int, thread
     if has_key:
         cmd += ["--conf", str(conf_with_threads(model, threads, workdir))]
     if workers > 1:
-        horovodrun = str(Path(python).parent / "horovodrun")
-        cmd = [horovodrun, "-np", str(workers), "--gloo", "-H", f"localhost:{workers}", *cmd]
+        cmd = launch(launcher, workers, cmd)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICREC_")}
     env.pop("OMP_NUM_THREADS", None)
     if not has_key:
@@ -105,13 +119,19 @@ def loadavg() -> str:
         return "?"
 
 
+def has_horovod() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("horovod") is not None
+
+
 def machine() -> dict:
-    import horovod
     import torch
 
     cpu = cpu_model("?")
+    horovod = __import__("horovod").__version__ if has_horovod() else "not installed"
     return {"cpu": cpu, "cores": cores(), "python": platform.python_version(), "torch": torch.__version__,
-            "horovod": horovod.__version__, "torch_default_threads": torch.get_num_threads(),
+            "horovod": horovod, "torch_default_threads": torch.get_num_threads(),
             "gpu": "none (no GPU lent to this task)"}
 
 
@@ -121,9 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; all but the first are measured (default 3)")
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "musicrec-bench-distributed")
     parser.add_argument("--quick", action="store_true", help="only 1 process x 1 thread and 2 workers x 1 thread")
+    parser.add_argument("--launchers", nargs="+", choices=LAUNCHERS, default=None,
+                        help="launchers of the 2-worker runs (default: torchrun, and horovodrun where installed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args(argv)
 
+    launchers = args.launchers or [name for name in LAUNCHERS if name != "horovodrun" or has_horovod()]
+    if "horovodrun" in launchers and not has_horovod():
+        parser.error("--launchers horovodrun: Horovod is not installed in this profile")
     args.workdir.mkdir(parents=True, exist_ok=True)
     paths = write_data(args.workdir)
     info = machine()
@@ -132,17 +157,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models:
         data = paths[DATASET[model]]
-        variants = [("1 process x 1 thread", 1, 1), (f"1 process x {n} threads", 1, n),
-                    (f"2 workers x {max(1, n // 2)} thread(s)", 2, max(1, n // 2)),
-                    (f"2 workers x {n} threads (oversubscribed)", 2, n)]
+        half = max(1, n // 2)
+        variants = [("1 process x 1 thread", 1, 1, "-"), (f"1 process x {n} threads", 1, n, "-")]
+        for launcher in launchers:
+            variants += [(f"{launcher} 2 workers x {half} thread(s)", 2, half, launcher)]
+            if not args.quick:
+                variants += [(f"{launcher} 2 workers x {n} threads (oversubscribed)", 2, n, launcher)]
         if args.quick:
-            variants = [variants[0], variants[2]]
+            variants = [v for v in variants if v[2] == 1 or v[1] == 2]
         results = {}
-        for label, workers, threads in dict.fromkeys(variants):
+        for label, workers, threads, launcher in dict.fromkeys(variants):
             before = loadavg()
-            result = run(model, data, args.workdir / f"run-{model}-{workers}-{threads}", workers, args.epochs, threads,
-                         args.workdir)
-            result.update(label=label, workers=workers, loadavg_before=before, loadavg_after=loadavg())
+            result = run(model, data, args.workdir / f"run-{model}-{workers}-{threads}-{launcher}", workers,
+                         args.epochs, threads, args.workdir, launcher)
+            result.update(label=label, workers=workers, launcher=launcher, loadavg_before=before,
+                          loadavg_after=loadavg())
             results[label] = result
             print(f"{model:7s} {label:40s} {result['samples_per_s']:>10,.0f} samples/s  (epoch {result['epoch_time_s']:.1f} s, "
                   f"load {before} -> {result['loadavg_after']})", flush=True)

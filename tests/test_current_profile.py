@@ -2,17 +2,18 @@
 environment the tests run in; the current profile's loader gives the default profile's batches; PySpark's Arrow paths (Arrow ``toPandas``, ``mapInArrow``, with the fallback off) work
 in the current-dependency profile, where PySpark's declared pyarrow >= 18 is met, and fail in the default one
 (pyarrow 14, for Petastorm); and in the current profile ``jobs/train_on_spark.py --backend torch --torch-mode
-cluster`` trains through TorchDistributor's barrier tasks on a loopback standalone cluster (tests/standalone_cluster.py)
-and logs exactly one MLflow run. The default profile's refusal of cluster mode is tested in
+cluster`` trains through TorchDistributor's barrier tasks on a loopback standalone cluster (tests/standalone_cluster.py),
+every learned model, each logging exactly one MLflow run. The default profile's refusal of cluster mode is tested in
 tests/test_distributed_torch.py (test_backend_flags_and_refusals).
 
-Cost on 2 cores: the Arrow test a few seconds (the shared SparkSession); the cluster test ~1-2 min (a master, two
-workers, the driver and two executors, each executor a torchrun node with one training process).
+Cost on 2 cores: the Arrow test a few seconds (the shared SparkSession); the cluster test ~4 min (a master and two
+workers, then per model a driver and two executors, each executor a torchrun node with one training process).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,39 +97,48 @@ def test_the_same_batches_as_the_default_profile(kkbox_dir, lastfm_dir, tmp_path
 @pytest.mark.slow
 def test_torch_distributor_cluster_mode_on_a_standalone_cluster(datasets, tmp_path):  # noqa: F811
     """jobs/train_on_spark.py --backend torch --torch-mode cluster through spark-submit on a 2-worker standalone
-    cluster on 127.0.0.1: two barrier tasks, one in each worker's executor, each a torchrun node, train the DNN for 2
-    epochs; one MLflow run, FINISHED, recorded as the torch backend with 2 workers, with a metric point per epoch."""
+    cluster on 127.0.0.1, once per learned model: two barrier tasks, one in each worker's executor, each a torchrun
+    node, train the model for 2 epochs; one MLflow run per model, FINISHED, recorded as the torch backend with 2
+    workers, with a metric point per epoch."""
     from mlflow.tracking import MlflowClient
 
+    from test_distributed import DATASET, MAIN_METRIC
+
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_dir = tmp_path / "run"
     env = _env(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1",
                MUSICREC_CONF_DIR=str(REPO / "conf"))
-    started = time.time()
+    client, walls = MlflowClient(store), {}
     with StandaloneCluster(workers=2, cores=1, memory="1g", log_dir=tmp_path / "cluster") as cluster:
-        # the current profile's own spark-submit (spark-submit.sh takes .venv's); musicrec is on the venv's path
-        proc = subprocess.run([str(VENV_BIN / "spark-submit"), "--master", cluster.master_url,
-                               "--total-executor-cores", "2", "--executor-cores", "1", "--executor-memory", "1g",
-                               "--conf", "spark.ui.enabled=false", "jobs/train_on_spark.py", "--backend", "torch",
-                               "--torch-mode", "cluster", "--num-proc", "2",
-                               *_train_args("dnn", datasets / "kkbox", run_dir, store)],
-                              cwd=REPO, capture_output=True, text=True, timeout=480, env=env)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, "\n".join(line for line in out.splitlines() if " INFO " not in line)[-6000:]
-    assert "2 torch.distributed workers through TorchDistributor (cluster mode: barrier tasks on spark://127.0.0.1:" \
-        in out
-    assert "train_on_spark.py: done: 2 workers finished" in out
-    client = MlflowClient(store)
-    experiment = client.get_experiment_by_name("musicrec-kkbox")
-    (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.status == "FINISHED"
-    assert run.data.params["distributed.backend"] == "torch" and run.data.params["distributed.workers"] == "2"
-    assert len(client.get_metric_history(run.info.run_id, "valid_auc")) == 2
-    assert (run_dir / "last.pt").is_file()
-    # the training ran in the executors: one barrier task in each worker's executor, rank 0's output in one of them
-    logs = {w: [f.read_text(errors="replace") for f in (tmp_path / "cluster" / w).glob("app-*/*/stderr")]
-            for w in ("worker-0", "worker-1")}
-    assert all(len(found) == 1 and "BarrierTaskContext" in found[0] for found in logs.values()), logs.keys()
-    assert sum("train.py: model=dnn dataset=kkbox" in found[0] for found in logs.values()) == 1
-    print(f"\nTorchDistributor cluster mode on a 2-worker standalone cluster: {time.time() - started:.0f} s "
+        for model in ("dnn", "logreg", "gru", "ncf"):
+            run_dir, started = tmp_path / model, time.time()
+            # the current profile's own spark-submit (spark-submit.sh takes .venv's); musicrec is on the venv's path
+            proc = subprocess.run([str(VENV_BIN / "spark-submit"), "--master", cluster.master_url,
+                                   "--total-executor-cores", "2", "--executor-cores", "1", "--executor-memory", "1g",
+                                   "--conf", "spark.ui.enabled=false", "jobs/train_on_spark.py", "--backend", "torch",
+                                   "--torch-mode", "cluster", "--num-proc", "2",
+                                   *_train_args(model, datasets / DATASET[model], run_dir, store)],
+                                  cwd=REPO, capture_output=True, text=True, timeout=480, env=env)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode == 0, \
+                model + "\n" + "\n".join(line for line in out.splitlines() if " INFO " not in line)[-6000:]
+            assert "2 torch.distributed workers through TorchDistributor (cluster mode: barrier tasks on " \
+                "spark://127.0.0.1:" in out
+            assert "train_on_spark.py: done: 2 workers finished" in out
+            experiment = client.get_experiment_by_name(f"musicrec-{DATASET[model]}")
+            (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.model = '{model}'")
+            assert run.info.status == "FINISHED"
+            assert run.data.params["distributed.backend"] == "torch" and run.data.params["distributed.workers"] == "2"
+            assert len(client.get_metric_history(run.info.run_id, MAIN_METRIC[model].replace("@", "_at_"))) == 2
+            assert (run_dir / "last.pt").is_file()
+            walls[model] = round(time.time() - started)
+    # the training ran in the executors: per application one barrier task in each worker's executor, rank 0's output
+    # in one of them
+    apps = sorted({f.parent.parent.name for f in (tmp_path / "cluster").glob("worker-*/app-*/*/stderr")})
+    assert len(apps) == len(walls), apps
+    for app in apps:
+        logs = {w: [f.read_text(errors="replace") for f in (tmp_path / "cluster" / w / app).glob("*/stderr")]
+                for w in ("worker-0", "worker-1")}
+        assert all(len(found) == 1 and "BarrierTaskContext" in found[0] for found in logs.values()), (app, logs.keys())
+        assert sum(bool(re.search(r"train\.py: model=\w+ dataset=", found[0])) for found in logs.values()) == 1, app
+    print(f"\nTorchDistributor cluster mode on a 2-worker standalone cluster, seconds per model: {walls} "
           f"(pyarrow {pyarrow.__version__}, reader {os.environ.get('MUSICREC_READER', 'auto')})")

@@ -15,6 +15,9 @@ there, so both backends pass the same checks):
   run uninterrupted, in one MLflow run of its own store, and ends with the SAME weights as the crashed-and-resumed
   run: ``--resume`` is exact across launches and launchers.
 
+Every learned model (logreg, dnn, gru, ncf) is then trained under torchrun, TorchDistributor (local mode) and
+horovodrun with the same seed: one MLflow run each and the same final weights.
+
 Cost on 2 cores: each torchrun launch ~20-40 s (two processes importing torch, Petastorm and MLflow), the
 spark-submit one ~10 s more (a JVM).
 """
@@ -166,22 +169,49 @@ def test_torch_backend_same_steps_as_one_process_resume_and_timeout(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_and_horovodrun_reach_the_same_weights(datasets, tmp_path):
-    """The same seed, data and flags under both launchers: the same final weights (the DNN's sparse tables are
-    gathered by each backend in rank order and averaged the same way), hence the same metrics."""
+@pytest.mark.spark
+@pytest.mark.parametrize("model", ["logreg", "dnn", "gru", "ncf"])  # every learned model
+def test_every_launcher_trains_every_model_to_the_same_weights(model, datasets, spark, tmp_path):
+    """The same seed, data and flags under torchrun, TorchDistributor (local mode, on this suite's SparkSession:
+    no JVM per model) and horovodrun, 2 workers each: each logs exactly one FINISHED MLflow run in its own store,
+    recorded with its backend and one metric point per epoch; torchrun takes every training example once per epoch;
+    and the three end with the same weights (sparse tables are gathered in rank order by each backend and averaged
+    the same way), hence the same metrics. TorchDistributor's cluster mode trains every model in
+    tests/test_current_profile.py."""
     pytest.importorskip("horovod.torch")
-    from test_distributed import HOROVODRUN
+    from musicrec.distributed.torch_dist import run_on_spark
+    from test_distributed import HOROVODRUN, MAIN_METRIC, _check_every_example_once, _debug_rows
 
-    data, runs = datasets / DATASET[MODEL], {}
-    for name, launcher in (("torch", TORCHRUN), ("horovod", [*HOROVODRUN, sys.executable])):
-        proc = subprocess.run([*launcher, "jobs/train.py", *_train_args(MODEL, data, tmp_path / name, "none")],
-                              cwd=REPO, capture_output=True, text=True, timeout=300, env=_env())
-        assert proc.returncode == 0, _why(proc.stdout + proc.stderr)
-        runs[name] = _final_weights(tmp_path / name)
-    torch_weights, horovod_weights = runs["torch"], runs["horovod"]
-    difference = max(float((w.double() - horovod_weights[k].double()).abs().max()) for k, w in torch_weights.items())
-    print(f"\ntorchrun vs horovodrun, {MODEL} after 2 epochs: max |weight difference| {difference:.3g}")
-    assert difference <= 1e-6
+    data, weights, metrics = datasets / DATASET[model], {}, {}
+    for name in ("torchrun", "TorchDistributor", "horovodrun"):
+        run_dir, store = tmp_path / name, f"sqlite:///{tmp_path / name}-mlflow.db"
+        args = ["jobs/train.py", *_train_args(model, data, run_dir, store)]
+        started = time.time()
+        if name == "TorchDistributor":
+            run_on_spark(str(REPO / "jobs" / "train.py"), args[1:], num_proc=2, local_mode=True, use_gpu=False)
+        else:
+            launcher = TORCHRUN if name == "torchrun" else [*HOROVODRUN, sys.executable]
+            proc = subprocess.run([*launcher, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                                  env=_env(MUSICREC_DEBUG_ROWS="1" if name == "torchrun" else "0"))
+            assert proc.returncode == 0, _why(proc.stdout + proc.stderr)
+        (run,) = _mlflow_runs(store, DATASET[model], model)  # exactly one run
+        assert run.info.status == "FINISHED", (name, run.info.status)
+        assert run.data.params["distributed.backend"] == ("horovod" if name == "horovodrun" else "torch")
+        assert run.data.params["distributed.workers"] == "2"
+        key = MAIN_METRIC[model].replace("@", "_at_")
+        from mlflow.tracking import MlflowClient
+
+        history = MlflowClient(store).get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [1, 2], (name, history)
+        metrics[name] = f"{history[-1].value:.4f} ({time.time() - started:.0f} s)"
+        weights[name] = _final_weights(run_dir)
+    for epoch in (1, 2):
+        _check_every_example_once(model, data, _debug_rows(tmp_path / "torchrun", epoch))
+    differences = {name: max(float((w.double() - weights["horovodrun"][k].double()).abs().max())
+                             for k, w in weights[name].items()) for name in ("torchrun", "TorchDistributor")}
+    print(f"\n{model}, 2 workers, 2 epochs: {MAIN_METRIC[model]} {metrics}; max |weight difference| vs horovodrun "
+          f"{differences}")
+    assert max(differences.values()) <= 1e-6, differences
 
 
 @pytest.mark.spark
