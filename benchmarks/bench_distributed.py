@@ -8,12 +8,13 @@ every learned model.
 For each model, in one run and on the same data: ``jobs/train.py`` in one process with 1 torch thread (the project's
 default ``train.num_threads: 1``) and with one thread per core, then with 2 workers under each of ``--launchers``
 (``torchrun --standalone --nproc_per_node 2``: the torch.distributed backend, gloo; ``horovodrun -np 2 --gloo``:
-Horovod's; default both where Horovod is installed) with 1 thread per worker (cores / workers on this 2-core machine) and with one thread per core in EVERY worker (2 workers x 2
-threads on 2 cores: oversubscribed). Each run uses the model's ``conf/<model>.yaml`` with only ``train.num_threads``
-changed (its ``data.batch_size`` is the GLOBAL batch, so 2 workers take half each) and ``--epochs`` epochs.
+Horovod's; default both where Horovod is installed) with 1 thread per worker (cores / workers on this 2-core
+machine) and with one thread per core in EVERY worker (2 workers x 2 threads on 2 cores: oversubscribed). Each run
+uses the model's ``conf/<model>.yaml`` with only ``train.num_threads`` changed (its ``data.batch_size`` is the
+GLOBAL batch, so 2 workers take half each) and ``--epochs`` epochs.
 Throughput = training examples per second averaged over the epochs after the first (which warms up: Petastorm, the
-loader's row-group cache, the allocator, Horovod's response cache, gloo's connections), from the run's ``last.pt`` history
-(``samples_per_s`` = examples of all workers / rank 0's epoch wall time; evaluation excluded).
+loader's row-group cache, the allocator, Horovod's response cache, gloo's connections), from the run's ``last.pt``
+history (``samples_per_s`` = examples of all workers / rank 0's epoch wall time; evaluation excluded).
 Scaling efficiency = throughput(2 workers) / (2 x throughput(1 process, 1 thread)); also given against the faster
 1-process run.
 
@@ -38,6 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 MODELS = ("logreg", "dnn", "ncf", "gru")
+LAUNCHERS = ("torchrun", "horovodrun")  # musicrec.pipeline.launch_command's; torchrun first: it needs no build
 DATASET = {"logreg": "kkbox", "dnn": "kkbox", "ncf": "lastfm", "gru": "lastfm"}
 KKBOX = dict(n_users=2000, n_songs=5000, n_train=200_000, n_test=1000, row_group_size=10_000, n_files=4)
 LASTFM = dict(n_users=2000, n_songs=2000, sessions_per_user=(10, 2, 2), row_group_size=1000, n_files=4, max_len=10)
@@ -69,21 +71,11 @@ def conf_with_threads(model: str, threads: int, workdir: Path) -> Path:
     return path
 
 
-LAUNCHERS = ("torchrun", "horovodrun")
-
-
-def launch(launcher: str, workers: int, cmd: list[str]) -> list[str]:
-    """``cmd`` (python jobs/train.py ...) under ``launcher`` with ``workers`` local processes."""
-    bin_dir = Path(sys.executable).parent
-    if launcher == "torchrun":
-        return [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", str(workers), *cmd[1:]]
-    return [str(bin_dir / "horovodrun"), "-np", str(workers), "--gloo", "-H", f"localhost:{workers}", *cmd]
-
-
 def run(model: str, data: Path, run_dir: Path, workers: int, epochs: int, threads: int, workdir: Path,
         launcher: str = "horovodrun") -> dict:
     """One training run; returns its last epoch's record and the wall time of the whole command."""
     from musicrec.checkpoint import load
+    from musicrec.pipeline import launch_command
     from musicrec.train import TrainConfig
 
     python = sys.executable
@@ -94,7 +86,7 @@ def run(model: str, data: Path, run_dir: Path, workers: int, epochs: int, thread
     if has_key:
         cmd += ["--conf", str(conf_with_threads(model, threads, workdir))]
     if workers > 1:
-        cmd = launch(launcher, workers, cmd)
+        cmd = launch_command(launcher, workers, cmd)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICREC_")}
     env.pop("OMP_NUM_THREADS", None)
     if not has_key:

@@ -102,6 +102,7 @@ def test_torch_distributor_cluster_mode_on_a_standalone_cluster(datasets, tmp_pa
     workers, with a metric point per epoch."""
     from mlflow.tracking import MlflowClient
 
+    from musicrec.tracking import metric_key
     from test_distributed import DATASET, MAIN_METRIC
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -128,7 +129,7 @@ def test_torch_distributor_cluster_mode_on_a_standalone_cluster(datasets, tmp_pa
             (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.model = '{model}'")
             assert run.info.status == "FINISHED"
             assert run.data.params["distributed.backend"] == "torch" and run.data.params["distributed.workers"] == "2"
-            assert len(client.get_metric_history(run.info.run_id, MAIN_METRIC[model].replace("@", "_at_"))) == 2
+            assert len(client.get_metric_history(run.info.run_id, metric_key(MAIN_METRIC[model]))) == 2
             assert (run_dir / "last.pt").is_file()
             walls[model] = round(time.time() - started)
     # the training ran in the executors: per application one barrier task in each worker's executor, rank 0's output

@@ -179,7 +179,10 @@ def test_every_launcher_trains_every_model_to_the_same_weights(model, datasets, 
     the same way), hence the same metrics. TorchDistributor's cluster mode trains every model in
     tests/test_current_profile.py."""
     pytest.importorskip("horovod.torch")
+    from mlflow.tracking import MlflowClient
+
     from musicrec.distributed.torch_dist import run_on_spark
+    from musicrec.tracking import metric_key
     from test_distributed import HOROVODRUN, MAIN_METRIC, _check_every_example_once, _debug_rows
 
     data, weights, metrics = datasets / DATASET[model], {}, {}
@@ -198,10 +201,7 @@ def test_every_launcher_trains_every_model_to_the_same_weights(model, datasets, 
         assert run.info.status == "FINISHED", (name, run.info.status)
         assert run.data.params["distributed.backend"] == ("horovod" if name == "horovodrun" else "torch")
         assert run.data.params["distributed.workers"] == "2"
-        key = MAIN_METRIC[model].replace("@", "_at_")
-        from mlflow.tracking import MlflowClient
-
-        history = MlflowClient(store).get_metric_history(run.info.run_id, key)
+        history = MlflowClient(store).get_metric_history(run.info.run_id, metric_key(MAIN_METRIC[model]))
         assert [m.step for m in history] == [1, 2], (name, history)
         metrics[name] = f"{history[-1].value:.4f} ({time.time() - started:.0f} s)"
         weights[name] = _final_weights(run_dir)
