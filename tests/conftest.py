@@ -11,6 +11,13 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MUSICREC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+# The suite's SparkSession and its spark-submit runs work on tiny data: the JIT's quick compiler only (C2 compiles
+# cost more than they return in short runs) and the throughput collector, as spark-submit.sh gives small inputs.
+os.environ.setdefault(
+    "PYSPARK_SUBMIT_ARGS", "--driver-java-options '-XX:+UseParallelGC -XX:TieredStopAtLevel=1' pyspark-shell"
+)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """One local[2] SparkSession for the whole run (UI off, few shuffle partitions), stopped at the end."""
