@@ -305,6 +305,34 @@ def test_case6_spark_submit_leaves_no_temporary_folder(tmp_path):
 
 
 @pytest.mark.e2e
+def test_spark_submit_picks_the_local_drivers_jvm_flags_by_input_size(tmp_path):
+    """spark-submit.sh's local driver: ParallelGC always, C1 only (TieredStopAtLevel=1) for an --input under 64 MiB;
+    MUSICREC_DRIVER_JAVA_OPTS replaces both. Read back from the driver JVM's own arguments."""
+    probe = tmp_path / "jvm_args.py"
+    probe.write_text("from pyspark import SparkContext\nSparkContext._ensure_initialized()\n"
+                     "bean = SparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()\n"
+                     "print('JVM_ARGS', ' '.join(bean.getInputArguments()))\n")
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.mkdir()
+    large.mkdir()
+    (small / "plays.tsv").write_text("u\t2009-05-04T23:08:57Z\n")
+    with open(large / "plays.tsv", "wb") as handle:  # sparse: 65 MiB apparent size, nothing on disk
+        handle.truncate(65 * 1024 * 1024)
+
+    def jvm_args(folder: Path, **env: str) -> str:
+        result = run([str(REPO / "spark-submit.sh"), str(probe), "--input", str(folder)],
+                     MUSICREC_DRIVER_MEMORY="512m", **env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return next(line for line in result.stdout.splitlines() if line.startswith("JVM_ARGS"))
+
+    small_args, large_args = jvm_args(small), jvm_args(large)
+    assert "-XX:+UseParallelGC" in small_args and "-XX:TieredStopAtLevel=1" in small_args
+    assert "-XX:+UseParallelGC" in large_args and "TieredStopAtLevel" not in large_args
+    replaced = jvm_args(small, MUSICREC_DRIVER_JAVA_OPTS="-XX:+UseSerialGC")
+    assert "-XX:+UseSerialGC" in replaced and "ParallelGC" not in replaced and "TieredStopAtLevel" not in replaced
+
+
+@pytest.mark.e2e
 def test_case6_spark_ui_of_a_local_job_listens_on_loopback_only(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(
