@@ -28,13 +28,17 @@ with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
     for p in sorted(pathlib.Path('musicrec').rglob('*.py')):
         z.write(p)
 " "$ZIP")
+# One pass over the arguments: the master, whether the caller set the driver's JVM flags, and the job's --input.
 master="${MUSICREC_SPARK_MASTER:-local[2]}"
-has_master=0
+has_master=0 has_java_opts=0 input=""
 prev=""
 for arg in "$@"; do
   [[ "$prev" == "--master" ]] && master="$arg"
   [[ "$arg" == --master=* ]] && master="${arg#--master=}"
   [[ "$arg" == "--master" || "$arg" == --master=* ]] && has_master=1
+  [[ "$arg" == --driver-java-options || "$arg" == --driver-java-options=* ]] && has_java_opts=1
+  [[ "$prev" == "--input" ]] && input="$arg"
+  [[ "$arg" == --input=* ]] && input="${arg#--input=}"
   prev="$arg"
 done
 extra=()
@@ -43,29 +47,20 @@ extra=()
 # every interface. Set SPARK_LOCAL_IP yourself to choose another address.
 [[ "$master" == local* ]] && export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 # JVM flags of a local driver, which is also the executor, so they decide the job's speed (benchmarks/
-# RESULTS_lastfm.md, 2026-12-02): the throughput collector (ParallelGC) instead of G1 (full-size Last.fm job 9% less
-# wall and CPU time); for an --input folder under 64 MiB also the JIT's quick compiler only (TieredStopAtLevel=1:
-# the demo's jobs 15-20% sooner, 35-40% less CPU, as C2 compiles cost more than they return in a short run; at full
-# size the same flag makes the job 2.7x slower). MUSICREC_DRIVER_JAVA_OPTS (even empty) or --driver-java-options
-# replace them.
-has_java_opts=0 input=""
-prev=""
-for arg in "$@"; do
-  [[ "$arg" == --driver-java-options || "$arg" == --driver-java-options=* ]] && has_java_opts=1
-  [[ "$prev" == "--input" ]] && input="$arg"
-  [[ "$arg" == --input=* ]] && input="${arg#--input=}"
-  prev="$arg"
-done
+# RESULTS_lastfm.md and RESULTS_kkbox.md, 2026-12-02): the throughput collector (ParallelGC) instead of G1 (full-size
+# Last.fm job 5-9% less wall and CPU time); for an --input folder under 64 MiB also the JIT's quick compiler only
+# (TieredStopAtLevel=1: demo-size jobs 0-23% sooner with 30-45% less CPU, as C2 compiles cost more than they return
+# in a short run; at full size the same flag makes the job 2.7x slower). MUSICREC_DRIVER_JAVA_OPTS (even empty) or
+# --driver-java-options replace them.
+java_opts=""
 if [[ -n "${MUSICREC_DRIVER_JAVA_OPTS+set}" ]]; then
   java_opts="$MUSICREC_DRIVER_JAVA_OPTS"
 elif [[ "$master" == local* ]]; then
   java_opts="-XX:+UseParallelGC"
-  input_bytes="$( [[ -n "$input" && -d "$input" ]] && du -sbL "$input" 2>/dev/null | cut -f1 || true)"
+  input_bytes="$( [[ -d "$input" ]] && du -sbL "$input" 2>/dev/null | cut -f1 || true)"  # empty: no such folder
   if [[ -n "$input_bytes" ]] && (( input_bytes < 64 * 1024 * 1024 )); then
     java_opts+=" -XX:TieredStopAtLevel=1"
   fi
-else
-  java_opts=""
 fi
 [[ $has_java_opts == 0 && -n "$java_opts" ]] && extra+=(--driver-java-options "$java_opts")
 exec 3<&0  # the child gets this script's stdin (a background job would get /dev/null)

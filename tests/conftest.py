@@ -11,8 +11,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MUSICREC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-# The suite's SparkSession and its spark-submit runs work on tiny data: the JIT's quick compiler only (C2 compiles
-# cost more than they return in short runs) and the throughput collector, as spark-submit.sh gives small inputs.
+# The JVMs that pyspark starts for the suite (its SparkSession, and any a test's subprocess starts without
+# spark-submit.sh) work on tiny data: the same flags spark-submit.sh gives a local driver on a small --input (its
+# comment says why: the throughput collector, the JIT's quick compiler only). spark-submit.sh runs ignore this.
 os.environ.setdefault(
     "PYSPARK_SUBMIT_ARGS", "--driver-java-options '-XX:+UseParallelGC -XX:TieredStopAtLevel=1' pyspark-shell"
 )
