@@ -315,6 +315,30 @@ def test_gru_sampler_config_errors_and_counts():
     assert "sampling_cdf" not in model.state_dict() and "sampling_log_q" not in model.state_dict()
 
 
+def test_ncf_embedding_l2_adds_the_gathered_rows_squares_and_keeps_gradients_sparse():
+    """model.embedding_l2: the training loss is the BCE plus l2 * mean over examples of the squared norms of the
+    four rows each example gathers (by hand), and the tables' gradients stay sparse (SparseAdam updates them)."""
+    torch.manual_seed(0)
+    l2 = 0.5
+    model = build_model("ncf", KKBOX_MANIFEST, {**SMALL["ncf"], "sparse": True, "embedding_l2": l2}).train()
+    batch = kkbox_batch(5, torch.Generator().manual_seed(3))
+    user, song = batch["user_idx"], batch["song_idx"]
+    squares = sum(table.weight[idx].pow(2).sum(1) for table, idx in [
+        (model.gmf_user, user), (model.gmf_item, song), (model.mlp_user, user), (model.mlp_item, song)])  # (B,)
+    expected = model.loss(batch, model(batch)) + l2 * squares.mean()
+    loss = model.training_loss(batch)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    for table, idx in [(model.gmf_user, user), (model.mlp_item, song)]:
+        assert table.weight.grad.is_sparse
+        assert set(table.weight.grad.coalesce().indices()[0].tolist()) == set(idx.tolist())
+    plain = build_model("ncf", KKBOX_MANIFEST, {**SMALL["ncf"], "sparse": True})
+    plain.load_state_dict(model.state_dict())
+    assert float(plain.training_loss(batch)) < float(loss)  # off by default
+    with pytest.raises(ConfigError, match="model.embedding_l2"):
+        build_model("ncf", KKBOX_MANIFEST, {**SMALL["ncf"], "embedding_l2": -1.0})
+
+
 @pytest.mark.parametrize("name", ["gru", "ncf", "dnn"])
 def test_sparse_step_touches_only_the_batchs_rows(name):
     """One optimizer step with sparse tables changes exactly the rows the batch (and, for the GRU, the sampled

@@ -257,6 +257,37 @@ def test_clipping_and_grad_scaler_with_sparse_gradients():
         torch.testing.assert_close(a, weights[1][name], msg=name)
 
 
+def test_sparse_adamw_decays_the_touched_rows_as_adamw_and_leaves_the_others():
+    """train.optimizer adamw + weight_decay with sparse tables: SparseAdamW. On rows every step touches it gives
+    torch's AdamW to float precision; a row no step touches keeps its value (the decay is lazy)."""
+    from musicrec.optim import CompositeOptimizer, SparseAdamW, make_optimizer
+
+    torch.manual_seed(0)
+    sparse = nn.Embedding(5, 3, sparse=True)
+    dense = nn.Embedding(5, 3)
+    dense.load_state_dict(sparse.state_dict())
+    opts = [SparseAdamW(sparse.parameters(), lr=0.05, weight_decay=0.5),
+            torch.optim.AdamW(dense.parameters(), lr=0.05, weight_decay=0.5)]
+    rows = torch.tensor([0, 1, 2, 3, 3])  # row 4: never touched
+    for step in range(4):
+        for table, opt in zip((sparse, dense), opts):
+            opt.zero_grad()
+            (table(rows).pow(2).sum() * (step + 1)).backward()
+            opt.step()
+    torch.testing.assert_close(sparse.weight[:4], dense.weight[:4])
+    assert not torch.equal(dense.weight[4], sparse.weight[4])  # AdamW decays every row, SparseAdamW only touched ones
+    torch.manual_seed(0)
+    assert torch.equal(sparse.weight[4], nn.Embedding(5, 3).weight[4])
+
+    from musicrec.models import build_model
+    model = build_model("ncf", {"vocab_sizes": {"user": 6, "song": 9}}, {"factors": 3, "mlp_layers": [4, 2], "sparse": True})
+    optimizer = make_optimizer(model, TrainConfig(optimizer="adamw", weight_decay=0.01))
+    assert isinstance(optimizer, CompositeOptimizer) and isinstance(optimizer.parts["sparse"], SparseAdamW)
+    assert isinstance(optimizer.parts["dense"], torch.optim.AdamW)
+    with pytest.raises(ConfigError, match="train.optimizer: adamw"):
+        make_optimizer(model, TrainConfig(optimizer="adam", weight_decay=0.01))
+
+
 def test_max_steps_stops_the_run_and_resumes_exactly(kkbox_dir, tmp_path):
     """train.max_steps = one epoch + 3 steps: two epochs are booked (the second of 3 steps), then the test runs; a
     run killed after epoch 1 and resumed takes the same 3 steps and reaches the same weights."""

@@ -17,6 +17,10 @@ Inputs: ``batch["user_idx"]``, ``batch["song_idx"]`` (B,) LongTensors; vocabular
 ``sparse``: the four embedding tables are ``nn.Embedding(sparse=True)``: their gradients hold only the batch's rows,
 and ``sparse_parameters()`` names them for the optimizer (``musicrec.optim``: SparseAdam), so a step's cost does not
 grow with the number of users and songs.
+
+``embedding_l2``: the training loss adds ``embedding_l2 * mean_b(sum of squares of the rows example b gathers)``, an
+L2 penalty on the embedding rows the batch uses (as RecBole's ``EmbLoss``), so its gradient is as sparse as the
+tables' and works with SparseAdam, where weight decay over whole tables would need dense ones.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class NCFConfig:
     pretrained_gmf: str | None = None  # variant neumf: best.pt of a variant=gmf run to start from (with pretrained_mlp)
     pretrained_mlp: str | None = None  # variant neumf: best.pt of a variant=mlp run to start from (with pretrained_gmf)
     pretrain_alpha: float = 0.5  # weight of the GMF tower in the pretrained predict layer (the paper's alpha)
+    embedding_l2: float = 0.0  # L2 penalty on the embedding rows a batch gathers, per example (training loss only)
 
     def check(self) -> None:
         require(self.variant in VARIANTS, "model.variant", self.variant, f"must be one of {VARIANTS}")
@@ -60,6 +65,7 @@ class NCFConfig:
         require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
         require(self.init_std > 0.0, "model.init_std", self.init_std, "must be > 0")
         require(0.0 <= self.pretrain_alpha <= 1.0, "model.pretrain_alpha", self.pretrain_alpha, "must be in [0, 1]")
+        require(self.embedding_l2 >= 0.0, "model.embedding_l2", self.embedding_l2, "must be >= 0")
         pretrained = (self.pretrained_gmf, self.pretrained_mlp)
         if any(pretrained):
             require(all(pretrained), "model.pretrained_gmf, model.pretrained_mlp", pretrained,
@@ -118,15 +124,25 @@ class NeuMF(nn.Module):
         mlp = load_tower(config, "mlp", n_users, n_songs)
         return cls.from_pretrained(gmf, mlp, config.pretrain_alpha, config=config)
 
-    def towers(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The input of the predict layer: concat(h_gmf, h_mlp) (B, width)."""
+    def rows(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The embedding rows the batch gathers, by table name (each (B, width))."""
         user, item = batch[USER_IDX], batch[SONG_IDX]  # (B,), (B,)
         assert user.dim() == 1 and user.shape == item.shape, f"user/song must be (B,), got {user.shape}, {item.shape}"
+        out = {}
+        if self.has_gmf:
+            out["gmf_user"], out["gmf_item"] = self.gmf_user(user), self.gmf_item(item)  # (B, factors) each
+        if self.has_mlp:
+            out["mlp_user"], out["mlp_item"] = self.mlp_user(user), self.mlp_item(item)  # (B, mlp_layers[0] // 2)
+        return out
+
+    def towers(self, batch: Mapping[str, torch.Tensor], rows: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The input of the predict layer: concat(h_gmf, h_mlp) (B, width); ``rows``: ``self.rows(batch)``."""
+        rows = self.rows(batch) if rows is None else rows
         parts = []
         if self.has_gmf:
-            parts.append(self.gmf_user(user) * self.gmf_item(item))  # (B, factors)
+            parts.append(rows["gmf_user"] * rows["gmf_item"])  # (B, factors)
         if self.has_mlp:
-            x = torch.cat([self.mlp_user(user), self.mlp_item(item)], dim=1)  # (B, mlp_layers[0])
+            x = torch.cat([rows["mlp_user"], rows["mlp_item"]], dim=1)  # (B, mlp_layers[0])
             parts.append(self.mlp(x))  # (B, mlp_layers[-1])
         return torch.cat(parts, dim=1)  # (B, width)
 
@@ -146,8 +162,14 @@ class NeuMF(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, batch[TARGET].to(logits.dtype))
 
     def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The loss the training loop minimizes: ``loss(batch, forward(batch))``."""
-        return self.loss(batch, self(batch))
+        """The loss the training loop minimizes: ``loss(batch, forward(batch))``, plus ``embedding_l2`` times the
+        per-example sum of squares of the gathered embedding rows."""
+        rows = self.rows(batch)
+        loss = self.loss(batch, self.predict(self.towers(batch, rows)).squeeze(-1))
+        if self.config.embedding_l2:
+            squares = sum(r.pow(2).sum(dim=1) for r in rows.values())  # (B,)
+            loss = loss + self.config.embedding_l2 * squares.mean()
+        return loss
 
     @classmethod
     def from_pretrained(cls, gmf: "NeuMF", mlp: "NeuMF", alpha: float = 0.5,
