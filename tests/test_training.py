@@ -280,7 +280,8 @@ def test_sparse_adamw_decays_the_touched_rows_as_adamw_and_leaves_the_others():
     assert torch.equal(sparse.weight[4], nn.Embedding(5, 3).weight[4])
 
     from musicrec.models import build_model
-    model = build_model("ncf", {"vocab_sizes": {"user": 6, "song": 9}}, {"factors": 3, "mlp_layers": [4, 2], "sparse": True})
+    manifest = {"vocab_sizes": {"user": 6, "song": 9}}
+    model = build_model("ncf", manifest, {"factors": 3, "mlp_layers": [4, 2], "sparse": True})
     optimizer = make_optimizer(model, TrainConfig(optimizer="adamw", weight_decay=0.01))
     assert isinstance(optimizer, CompositeOptimizer) and isinstance(optimizer.parts["sparse"], SparseAdamW)
     assert isinstance(optimizer.parts["dense"], torch.optim.AdamW)
