@@ -92,20 +92,31 @@ class SparseAdamW(torch.optim.SparseAdam):
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         super().__init__(params, lr=lr, betas=betas, eps=eps)
+        self.defaults["weight_decay"] = weight_decay
         for group in self.param_groups:
-            group.setdefault("weight_decay", weight_decay)
+            group.setdefault("weight_decay", weight_decay)  # Horovod re-creates the optimizer from its param_groups
+
+    def __setstate__(self, state):  # load_state_dict: a SparseAdam checkpoint's groups have no weight_decay
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("weight_decay", self.defaults.get("weight_decay", 0.0))
 
     @torch.no_grad()
     def step(self, closure=None):
+        assert closure is None, "SparseAdamW.step takes no closure"
         for group in self.param_groups:
             factor = 1.0 - group["lr"] * group["weight_decay"]
             if factor == 1.0:
                 continue
             for p in group["params"]:
-                if p.grad is not None:
-                    rows = p.grad.coalesce().indices()[0]  # (touched rows,)
-                    p.index_copy_(0, rows, p.index_select(0, rows) * factor)
-        return super().step(closure)
+                if p.grad is None:
+                    continue
+                if not p.grad.is_sparse:
+                    raise RuntimeError("SparseAdamW takes sparse gradients only (nn.Embedding(sparse=True))")
+                p.grad = p.grad.coalesce()  # once: SparseAdam then finds it coalesced
+                rows = p.grad.indices()[0]  # (touched rows,)
+                p.index_copy_(0, rows, p.index_select(0, rows) * factor)
+        return super().step()
 
 
 def sparse_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -126,13 +137,14 @@ def make_optimizer(model: nn.Module, config: "TrainConfig") -> torch.optim.Optim
     if config.weight_decay and config.optimizer != "adamw":
         raise ConfigError(f"train.weight_decay = {config.weight_decay} with train.optimizer = {config.optimizer}: the "
                           "model's sparse tables (model.sparse: true) take only decoupled weight decay; set "
-                          "train.optimizer: adamw, train.weight_decay: 0 or model.sparse: false")
+                          "train.optimizer: adamw (decoupled values are not Adam's L2 ones: AdamW's are typically "
+                          "1e-2 to 1e-1), train.weight_decay: 0 or model.sparse: false")
     if config.lr <= 0:
         raise ConfigError(f"train.lr = {config.lr}: SparseAdam (model.sparse: true) needs a learning rate > 0")
     parts = {DENSE: _dense_optimizer(dense, config)} if dense else {}
     decay = config.weight_decay if config.optimizer == "adamw" else 0.0
-    parts[SPARSE] = SparseAdamW(sparse, lr=config.lr, weight_decay=decay) if decay else torch.optim.SparseAdam(
-        sparse, lr=config.lr)
+    sparse_optimizer = SparseAdamW(sparse, lr=config.lr, weight_decay=decay) if decay else None
+    parts[SPARSE] = sparse_optimizer or torch.optim.SparseAdam(sparse, lr=config.lr)
     return CompositeOptimizer(parts)
 
 

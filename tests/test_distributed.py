@@ -279,8 +279,11 @@ BACKEND_SCRIPT = textwrap.dedent('''
         return train_loader, eval_loader
 
     results = {}
-    for optimizer, clip, sparse in (("sgd", None, False), ("adam", 0.5, False), ("adam", 0.5, True)):
-        config = TrainConfig(epochs=3, optimizer=optimizer, lr=0.1, momentum=0.9, weight_decay=0.0 if sparse else 0.01,
+    # the last case (AdamW + SparseAdamW: decay of the rows all workers touched) is also the one resumed below
+    cases = (("sgd", None, False), ("adam", 0.5, False), ("adam", 0.5, True), ("adamw", 0.5, True))
+    for optimizer, clip, sparse in cases:
+        decay = 0.0 if sparse and optimizer == "adam" else 0.01
+        config = TrainConfig(epochs=3, optimizer=optimizer, lr=0.1, momentum=0.9, weight_decay=decay,
                              clip_grad_norm=clip, patience=0, device="cpu", progress=False)
         out = {}
         for name, be, worker, workers in (("one", SingleProcess(), 0, 1), ("two", backend, rank, 2)):
@@ -295,12 +298,12 @@ BACKEND_SCRIPT = textwrap.dedent('''
             assert torch.allclose(a, b, atol=1e-5), (optimizer, k, (a - b).abs().max())
         assert [round(r["valid_auc"], 9) for r in r1.history] == [round(r["valid_auc"], 9) for r in r2.history]
         assert all(abs(x["train_loss"] - y["train_loss"]) < 1e-5 for x, y in zip(r1.history, r2.history))
-        key = optimizer + ("+sparse_adam" if sparse else "")
+        key = optimizer + ("+sparse" if sparse else "")
         results[key] = max(float((a - b).abs().max()) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     print(f"EXACT OK rank {rank}: max |weight difference| 2 workers vs 1 after 3 epochs: {results}", flush=True)
 
     # 1 epoch, checkpoint (rank 0 writes), every worker loads it, resume for epochs 2-3: the 1-worker weights again
-    # (the last case above: Adam + SparseAdam, both parts of the optimizer state through the checkpoint)
+    # (the last case above: AdamW + SparseAdamW, both parts of the optimizer state through the checkpoint)
     from musicrec.checkpoint import Checkpointer, load
     run_dir = sys.argv[2]
     torch.manual_seed(1 + 100 * rank)
@@ -337,8 +340,9 @@ BACKEND_SCRIPT = textwrap.dedent('''
 @pytest.mark.slow
 def test_horovod_backend_same_steps_as_one_process_resume_and_watchdog(tmp_path):
     """Exactness (Tiny model, uneven batches, a worker idle for a step, SGD and Adam with clipping, and a sparse
-    table: SparseAdam next to Adam, its gradient allgathered by Horovod, an empty one from the idle worker): 2 workers
-    take the same steps as 1 worker on the same global batches, also across a checkpoint + resume (sparse case);
+    table: SparseAdam next to Adam, then SparseAdamW next to AdamW, its gradient allgathered by Horovod, an empty one
+    from the idle worker): 2 workers take the same steps as 1 worker on the same global batches, also across a
+    checkpoint + resume (the AdamW + SparseAdamW case);
     the optimizer state is broadcast without a dummy step; a worker that hangs makes the other exit after
     MUSICREC_COLLECTIVE_TIMEOUT_S."""
     script = tmp_path / "backend_check.py"

@@ -147,7 +147,8 @@ def _train_with_torch_distributor(data, run_dir, store):
 def test_torch_backend_same_steps_as_one_process_resume_and_timeout(tmp_path):
     """tests/test_distributed.py's exactness script under torchrun (the torch backend instead of Horovod's): 2
     workers take the same steps as 1 on the same global batches (SGD, Adam with clipping, and a sparse table with
-    SparseAdam whose gradient is gathered, an idle worker joining with no rows), also across a checkpoint + resume;
+    SparseAdam, then SparseAdamW, whose gradient is gathered, an idle worker joining with no rows), also across a
+    checkpoint + resume;
     the optimizer state is broadcast without a dummy step; a worker that hangs makes the other give up after
     MUSICREC_COLLECTIVE_TIMEOUT_S (gloo's process-group timeout)."""
     assert 'backend.name == "horovod"' in BACKEND_SCRIPT

@@ -278,6 +278,15 @@ def test_sparse_adamw_decays_the_touched_rows_as_adamw_and_leaves_the_others():
     assert not torch.equal(dense.weight[4], sparse.weight[4])  # AdamW decays every row, SparseAdamW only touched ones
     torch.manual_seed(0)
     assert torch.equal(sparse.weight[4], nn.Embedding(5, 3).weight[4])
+    # re-created from its param_groups (as Horovod does), and from a state_dict, it keeps its decay
+    assert SparseAdamW(opts[0].param_groups).param_groups[0]["weight_decay"] == 0.5
+    plain = torch.optim.SparseAdam(sparse.parameters(), lr=0.05)
+    fresh = SparseAdamW(sparse.parameters(), lr=0.05, weight_decay=0.5)
+    fresh.load_state_dict(plain.state_dict())  # a SparseAdam checkpoint: its groups have no weight_decay
+    empty = torch.sparse_coo_tensor(torch.zeros(1, 0, dtype=torch.long), torch.zeros(0, 3), (5, 3))
+    sparse.weight.grad, before = empty, sparse.weight.detach().clone()
+    fresh.step()  # an empty gradient (a worker without a batch): nothing changes
+    assert torch.equal(sparse.weight, before)
 
     from musicrec.models import build_model
     manifest = {"vocab_sizes": {"user": 6, "song": 9}}

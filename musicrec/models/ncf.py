@@ -19,8 +19,9 @@ and ``sparse_parameters()`` names them for the optimizer (``musicrec.optim``: Sp
 grow with the number of users and songs.
 
 ``embedding_l2``: the training loss adds ``embedding_l2 * mean_b(sum of squares of the rows example b gathers)``, an
-L2 penalty on the embedding rows the batch uses (as RecBole's ``EmbLoss``), so its gradient is as sparse as the
-tables' and works with SparseAdam, where weight decay over whole tables would need dense ones.
+L2 penalty on the embedding rows the batch uses (twice RecBole's ``EmbLoss(require_pow=True)``), so its gradient is
+as sparse as the tables'. The other regularizer sparse tables take: ``train.optimizer: adamw`` with
+``train.weight_decay`` (``musicrec.optim.SparseAdamW``, decoupled decay of the touched rows).
 """
 
 from __future__ import annotations
@@ -146,8 +147,9 @@ class NeuMF(nn.Module):
             parts.append(self.mlp(x))  # (B, mlp_layers[-1])
         return torch.cat(parts, dim=1)  # (B, width)
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.predict(self.towers(batch)).squeeze(-1)  # (B,)
+    def forward(self, batch: Mapping[str, torch.Tensor], rows: Mapping[str, torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        return self.predict(self.towers(batch, rows)).squeeze(-1)  # (B,)
 
     def score_candidates(self, user_idx: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) of each user's candidate songs (B, C), e.g. the leave-one-out [positive, 99 negatives];
@@ -165,7 +167,7 @@ class NeuMF(nn.Module):
         """The loss the training loop minimizes: ``loss(batch, forward(batch))``, plus ``embedding_l2`` times the
         per-example sum of squares of the gathered embedding rows."""
         rows = self.rows(batch)
-        loss = self.loss(batch, self.predict(self.towers(batch, rows)).squeeze(-1))
+        loss = self.loss(batch, self(batch, rows))
         if self.config.embedding_l2:
             squares = sum(r.pow(2).sum(dim=1) for r in rows.values())  # (B,)
             loss = loss + self.config.embedding_l2 * squares.mean()

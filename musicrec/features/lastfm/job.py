@@ -191,7 +191,7 @@ def _set_job_conf(spark: SparkSession) -> None:
     # Sessions (and the tag and vocabulary lists) are gathered with collect_list: sort-based aggregation (rows sorted
     # by the group, one group's list at a time) instead of the object hash aggregation, which holds every group's
     # list at once (at full size on 2 cores, 15.7 of the sessions step's 61 task-run s were JVM GC). With it the step
-    # took 34.7 -> 23.9 s and GC 2.4 s, outputs identical (benchmarks/RESULTS_lastfm.md, 2026-12-02, second entry).
+    # took 34.7 -> 23.9 s and GC 2.4 s, outputs identical (benchmarks/RESULTS_lastfm.md, "2026-12-02 (later session)").
     spark.conf.set("spark.sql.execution.useObjectHashAggregateExec", "false")
 
 
