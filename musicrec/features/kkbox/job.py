@@ -45,6 +45,7 @@ from musicrec.io import (
     AtomicOutput, check_header, check_nonempty_splits, check_output, file_fingerprint, fingerprint_and_lines,
     parquet_rows, require_files, require_nonempty, write_manifest,
 )
+from musicrec.spark import use_sort_aggregation
 
 Persist = Callable[[DataFrame], DataFrame]
 
@@ -85,6 +86,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
     """
     timer = StepTimer(spark, DATASET)
     pin_file_splits(spark)  # line numbers and blank lines come from more than one scan of a file
+    use_sort_aggregation(spark)  # the multi-valued fields' index lists (vocab.with_indices' collect_list)
     with timer.step("check inputs"):
         cfg, paths = check_job(input_dir, output_dir, config)
         inputs, lines = {}, {}

@@ -48,6 +48,7 @@ from musicrec.io import (
     AtomicOutput, InputError, check_header, check_nonempty_splits, check_output, file_fingerprint, parquet_rows,
     require_files, require_nonempty, write_manifest,
 )
+from musicrec.spark import use_sort_aggregation
 
 DATASET = "lastfm"
 VOCAB_NAMES = ["user", "song", "artist", "tag"]
@@ -188,11 +189,7 @@ def _set_job_conf(spark: SparkSession) -> None:
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # Last.fm timestamps are UTC; never the machine's zone
     pin_file_splits(spark)  # the rejected lines' numbers come from two scans of the plays file
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")  # not INT96: pyarrow/Petastorm
-    # Sessions (and the tag and vocabulary lists) are gathered with collect_list: sort-based aggregation (rows sorted
-    # by the group, one group's list at a time) instead of the object hash aggregation, which holds every group's
-    # list at once (at full size on 2 cores, 15.7 of the sessions step's 61 task-run s were JVM GC). With it the step
-    # took 34.7 -> 23.9 s and GC 2.4 s, outputs identical (benchmarks/RESULTS_lastfm.md, "2026-12-02 (later session)").
-    spark.conf.set("spark.sql.execution.useObjectHashAggregateExec", "false")
+    use_sort_aggregation(spark)  # sessions, tag and vocabulary lists: collect_list without the object hash map
 
 
 def _persist_uncompressed(df: DataFrame, first_action: Callable[[DataFrame], Any]) -> tuple[DataFrame, Any]:
