@@ -143,8 +143,10 @@ def make_optimizer(model: nn.Module, config: "TrainConfig") -> torch.optim.Optim
         raise ConfigError(f"train.lr = {config.lr}: SparseAdam (model.sparse: true) needs a learning rate > 0")
     parts = {DENSE: _dense_optimizer(dense, config)} if dense else {}
     decay = config.weight_decay if config.optimizer == "adamw" else 0.0
-    sparse_optimizer = SparseAdamW(sparse, lr=config.lr, weight_decay=decay) if decay else None
-    parts[SPARSE] = sparse_optimizer or torch.optim.SparseAdam(sparse, lr=config.lr)
+    if decay:
+        parts[SPARSE] = SparseAdamW(sparse, lr=config.lr, weight_decay=decay)
+    else:
+        parts[SPARSE] = torch.optim.SparseAdam(sparse, lr=config.lr)
     return CompositeOptimizer(parts)
 
 
@@ -188,5 +190,5 @@ def fill_missing_sparse_grads(optimizer) -> None:
                                              check_invariants=False)
 
 
-__all__ = ["CompositeOptimizer", "DENSE", "SPARSE", "SparseAdamW", "clip_grad_norm", "fill_missing_sparse_grads", "make_optimizer",
-           "sparse_parameters"]
+__all__ = ["CompositeOptimizer", "DENSE", "SPARSE", "SparseAdamW", "clip_grad_norm", "fill_missing_sparse_grads",
+           "make_optimizer", "sparse_parameters"]

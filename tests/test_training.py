@@ -283,6 +283,7 @@ def test_sparse_adamw_decays_the_touched_rows_as_adamw_and_leaves_the_others():
     plain = torch.optim.SparseAdam(sparse.parameters(), lr=0.05)
     fresh = SparseAdamW(sparse.parameters(), lr=0.05, weight_decay=0.5)
     fresh.load_state_dict(plain.state_dict())  # a SparseAdam checkpoint: its groups have no weight_decay
+    assert fresh.param_groups[0]["weight_decay"] == 0.5
     empty = torch.sparse_coo_tensor(torch.zeros(1, 0, dtype=torch.long), torch.zeros(0, 3), (5, 3))
     sparse.weight.grad, before = empty, sparse.weight.detach().clone()
     fresh.step()  # an empty gradient (a worker without a batch): nothing changes
