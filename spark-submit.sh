@@ -30,9 +30,10 @@ with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
 " "$ZIP")
 # One pass over the arguments: the master, whether the caller set the driver's JVM flags, and the job's --input.
 master="${MUSICREC_SPARK_MASTER:-local[2]}"
-has_master=0 has_java_opts=0 input=""
+has_master=0 has_java_opts=0 has_aqe=0 input=""
 prev=""
 for arg in "$@"; do
+  [[ "$arg" == spark.sql.adaptive.enabled=* || "$arg" == --conf=spark.sql.adaptive.enabled=* ]] && has_aqe=1
   [[ "$prev" == "--master" ]] && master="$arg"
   [[ "$arg" == --master=* ]] && master="${arg#--master=}"
   [[ "$arg" == "--master" || "$arg" == --master=* ]] && has_master=1
@@ -46,22 +47,27 @@ extra=()
 # A local master has no executors elsewhere: bind the driver, and so its web UI (port 4040), to loopback instead of
 # every interface. Set SPARK_LOCAL_IP yourself to choose another address.
 [[ "$master" == local* ]] && export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
-# JVM flags of a local driver, which is also the executor, so they decide the job's speed (benchmarks/
+# Settings of a local driver, which is also the executor, so they decide the job's speed (benchmarks/
 # RESULTS_lastfm.md and RESULTS_kkbox.md, 2026-12-02): the throughput collector (ParallelGC) instead of G1 (full-size
-# Last.fm job 5-9% less wall and CPU time); for an --input folder under 64 MiB also the JIT's quick compiler only
-# (TieredStopAtLevel=1: demo-size jobs 0-23% sooner with 30-45% less CPU, as C2 compiles cost more than they return
-# in a short run; at full size the same flag makes the job 2.7x slower). MUSICREC_DRIVER_JAVA_OPTS (even empty) or
-# --driver-java-options replace them.
-java_opts=""
+# Last.fm job 5-9% less wall and CPU time); for an --input folder under 64 MiB (a small input) also the JIT's quick
+# compiler only (TieredStopAtLevel=1: demo-size jobs 0-23% sooner with 30-45% less CPU, as C2 compiles cost more than
+# they return in a short run; at full size the same flag makes the job 2.7x slower) and no adaptive query execution
+# (spark.sql.adaptive.enabled=false: AQE submits every shuffle stage as a job of its own and re-plans after it, a
+# fixed cost per stage that a few MiB of data never pays back; demo-size Last.fm job 42-44 s -> 35-37 s).
+# MUSICREC_DRIVER_JAVA_OPTS (even empty) or --driver-java-options replace the JVM flags, a --conf
+# spark.sql.adaptive.enabled=... the AQE setting.
+java_opts="" small_input=0
+if [[ "$master" == local* ]]; then
+  input_bytes="$( [[ -d "$input" ]] && du -sbL "$input" 2>/dev/null | cut -f1 || true)"  # empty: no such folder
+  [[ -n "$input_bytes" ]] && (( input_bytes < 64 * 1024 * 1024 )) && small_input=1
+fi
 if [[ -n "${MUSICREC_DRIVER_JAVA_OPTS+set}" ]]; then
   java_opts="$MUSICREC_DRIVER_JAVA_OPTS"
 elif [[ "$master" == local* ]]; then
   java_opts="-XX:+UseParallelGC"
-  input_bytes="$( [[ -d "$input" ]] && du -sbL "$input" 2>/dev/null | cut -f1 || true)"  # empty: no such folder
-  if [[ -n "$input_bytes" ]] && (( input_bytes < 64 * 1024 * 1024 )); then
-    java_opts+=" -XX:TieredStopAtLevel=1"
-  fi
+  [[ $small_input == 1 ]] && java_opts+=" -XX:TieredStopAtLevel=1"
 fi
+[[ $small_input == 1 && $has_aqe == 0 ]] && extra+=(--conf spark.sql.adaptive.enabled=false)
 [[ $has_java_opts == 0 && -n "$java_opts" ]] && extra+=(--driver-java-options "$java_opts")
 exec 3<&0  # the child gets this script's stdin (a background job would get /dev/null)
 "$SPARK_SUBMIT" "${extra[@]}" --py-files "$ZIP" --driver-memory "${MUSICREC_DRIVER_MEMORY:-6g}" "$@" <&3 3<&- &

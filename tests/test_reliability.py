@@ -306,12 +306,14 @@ def test_case6_spark_submit_leaves_no_temporary_folder(tmp_path):
 
 @pytest.mark.e2e
 def test_spark_submit_picks_the_local_drivers_jvm_flags_by_input_size(tmp_path):
-    """spark-submit.sh's local driver: ParallelGC always, C1 only (TieredStopAtLevel=1) for an --input under 64 MiB;
-    MUSICREC_DRIVER_JAVA_OPTS replaces both. Read back from the driver JVM's own arguments."""
+    """spark-submit.sh's local driver: ParallelGC always, C1 only (TieredStopAtLevel=1) and AQE off for an --input
+    under 64 MiB; MUSICREC_DRIVER_JAVA_OPTS replaces the JVM flags, a --conf spark.sql.adaptive.enabled the AQE
+    setting. Read back from the driver JVM's own arguments and system properties (where spark-submit puts --conf)."""
     probe = tmp_path / "jvm_args.py"
     probe.write_text("from pyspark import SparkContext\nSparkContext._ensure_initialized()\n"
                      "bean = SparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()\n"
-                     "print('JVM_ARGS', ' '.join(bean.getInputArguments()))\n")
+                     "aqe = SparkContext._jvm.java.lang.System.getProperty('spark.sql.adaptive.enabled')\n"
+                     "print('JVM_ARGS', ' '.join(bean.getInputArguments()), 'AQE=' + str(aqe))\n")
     small, large = tmp_path / "small", tmp_path / "large"
     small.mkdir()
     large.mkdir()
@@ -319,8 +321,8 @@ def test_spark_submit_picks_the_local_drivers_jvm_flags_by_input_size(tmp_path):
     with open(large / "plays.tsv", "wb") as handle:  # sparse: 65 MiB apparent size, nothing on disk
         handle.truncate(65 * 1024 * 1024)
 
-    def jvm_args(folder: Path, **env: str) -> str:
-        result = run([str(REPO / "spark-submit.sh"), str(probe), "--input", str(folder)],
+    def jvm_args(folder: Path, *options: str, **env: str) -> str:
+        result = run([str(REPO / "spark-submit.sh"), *options, str(probe), "--input", str(folder)],
                      MUSICREC_DRIVER_MEMORY="512m", **env)
         assert result.returncode == 0, result.stderr[-3000:]
         return next(line for line in result.stdout.splitlines() if line.startswith("JVM_ARGS"))
@@ -330,6 +332,8 @@ def test_spark_submit_picks_the_local_drivers_jvm_flags_by_input_size(tmp_path):
     assert "-XX:+UseParallelGC" in large_args and "TieredStopAtLevel" not in large_args
     replaced = jvm_args(small, MUSICREC_DRIVER_JAVA_OPTS="-XX:+UseSerialGC")
     assert "-XX:+UseSerialGC" in replaced and "ParallelGC" not in replaced and "TieredStopAtLevel" not in replaced
+    assert small_args.endswith("AQE=false") and large_args.endswith("AQE=None")  # None: Spark's default (on)
+    assert jvm_args(small, "--conf", "spark.sql.adaptive.enabled=true").endswith("AQE=true")
 
 
 @pytest.mark.e2e
