@@ -28,7 +28,7 @@ with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
     for p in sorted(pathlib.Path('musicrec').rglob('*.py')):
         z.write(p)
 " "$ZIP")
-# One pass over the arguments: the master, whether the caller set the driver's JVM flags, and the job's --input.
+# One pass over the arguments: the master, whether the caller set the driver's JVM flags or AQE, and the job's --input.
 master="${MUSICREC_SPARK_MASTER:-local[2]}"
 has_master=0 has_java_opts=0 has_aqe=0 input=""
 prev=""
@@ -53,7 +53,8 @@ extra=()
 # compiler only (TieredStopAtLevel=1: demo-size jobs 0-23% sooner with 30-45% less CPU, as C2 compiles cost more than
 # they return in a short run; at full size the same flag makes the job 2.7x slower) and no adaptive query execution
 # (spark.sql.adaptive.enabled=false: AQE submits every shuffle stage as a job of its own and re-plans after it, a
-# fixed cost per stage that a few MiB of data never pays back; demo-size Last.fm job 42-44 s -> 35-37 s).
+# fixed cost per stage that a few MiB of data never pays back; demo-size Last.fm job 40.3 / 40.8 s -> 37.2 / 33.3 s,
+# KKBOX within noise, RESULTS_lastfm.md "AQE off for small inputs").
 # MUSICREC_DRIVER_JAVA_OPTS (even empty) or --driver-java-options replace the JVM flags, a --conf
 # spark.sql.adaptive.enabled=... the AQE setting.
 java_opts="" small_input=0

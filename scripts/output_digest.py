@@ -9,8 +9,8 @@ as canonical JSON and the rows sorted, so the digest does not depend on file nam
 Spark wrote the rows in (pure Python: about 15 minutes for a full-size Last.fm output). ``--fast`` hashes each table
 with DuckDB instead: row count and the sum of its rows' 64-bit hashes (also order-free; seconds at full size; a
 ``--fast`` digest compares only with another ``--fast`` one). ``stats.json`` and ``stats.md`` are hashed whole;
-``_MANIFEST.json`` is hashed with its time-dependent keys left out (``TIME_KEYS``). Used by the structural redesign and the speed work (issues 11, 16):
-outputs before and after must be identical.
+``_MANIFEST.json`` is hashed with its time-dependent keys left out (``TIME_KEYS``). Used by the structural redesign
+and the speed work (issues 11, 16): outputs before and after must be identical.
 """
 
 from __future__ import annotations
@@ -57,11 +57,9 @@ def table_digest_fast(folder: Path) -> dict:
     """Rows, schema and the sum of the rows' DuckDB hashes of one Parquet folder (order-free, like ``table_digest``)."""
     import duckdb
 
-    con = duckdb.connect()
-    relation = con.read_parquet(str(folder / "*.parquet"))
+    relation = duckdb.connect().read_parquet(str(folder / "*.parquet"))
     schema = [f"{name}:{kind}" for name, kind in zip(relation.columns, relation.types)]
-    rows, hash_sum = con.execute(f"SELECT count(*), sum(hash(t))::VARCHAR FROM read_parquet('{folder}/*.parquet') t"
-                                 ).fetchone()
+    [(rows, hash_sum)] = relation.query("t", "SELECT count(*), sum(hash(t))::VARCHAR FROM t").fetchall()
     return {"rows": int(rows), "schema": schema, "hash_sum": hash_sum}
 
 
