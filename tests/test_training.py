@@ -145,7 +145,8 @@ def _resume_case(name):
             model.set_sampling_counts(torch.arange(manifest["vocab_sizes"]["song"], dtype=torch.float64) % 5)
         return model
 
-    return "lastfm", "next_song", "next_song", gru, {"lr": 0.01}
+    extra = {"lr": 0.01, "lr_decay": 0.5} if name == "gru-sampled-sparse" else {"lr": 0.01}  # resume keeps the schedule
+    return "lastfm", "next_song", "next_song", gru, extra
 
 
 @pytest.mark.parametrize("case", ["tiny-rows", "gru-sessions", "gru-sampled-sparse"])
@@ -180,6 +181,28 @@ def test_resume_after_kill_gives_identical_weights(case, kkbox_dir, lastfm_dir, 
     if case == "gru-sampled-sparse":  # both parts of the composite optimizer were saved and restored
         assert set(after_one["optimizer_state"]) == {"dense", "sparse"}
         assert after_one["optimizer_state"]["sparse"]["state"], "SparseAdam's moments are in the checkpoint"
+
+
+def test_lr_decay_follows_the_epoch_number_for_every_group():
+    from musicrec.train.loop import set_epoch_lr
+
+    w = nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.Adam([{"params": [w], "lr": 0.1}, {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.4}])
+    seen = []
+    for epoch in (0, 1, 2, 1):
+        set_epoch_lr(optimizer, 0.5, epoch)
+        seen.append([group["lr"] for group in optimizer.param_groups])
+    assert seen == [[0.1, 0.4], [0.05, 0.2], [0.025, 0.1], [0.05, 0.2]]
+    restored = torch.optim.Adam([{"params": [w], "lr": 99.0}, {"params": [nn.Parameter(torch.zeros(1))]}])
+    restored.load_state_dict(optimizer.state_dict())  # a checkpoint carries initial_lr, so the rule goes on
+    set_epoch_lr(restored, 0.5, 3)
+    assert [group["lr"] for group in restored.param_groups] == [0.0125, 0.05]
+    constant = torch.optim.SGD([w], lr=0.3)
+    set_epoch_lr(constant, 1.0, 5)
+    assert constant.param_groups[0]["lr"] == 0.3 and "initial_lr" not in constant.param_groups[0]
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match=r"train\.lr_decay"):
+            typed(TrainConfig, {"lr_decay": bad}, "train")
 
 
 def test_refuses_to_resume_another_dataset_or_config(kkbox_dir, tmp_path):

@@ -21,6 +21,7 @@ class TrainConfig:
     max_steps: int | None = None  # total optimizer steps of the run over all epochs; None / 0 = no limit
     optimizer: str = "adam"
     lr: float = 1e-3
+    lr_decay: float = 1.0  # epoch e (0-based) trains at lr * lr_decay ** e; 1 = a constant lr
     weight_decay: float = 0.0
     momentum: float = 0.9
     clip_grad_norm: float | None = None
@@ -43,6 +44,7 @@ class TrainConfig:
         require(self.max_steps is None or self.max_steps >= 0, "train.max_steps", self.max_steps,
                 "must be >= 0 (0 or null = no limit)")
         require(self.lr > 0, "train.lr", self.lr, "must be > 0")
+        require(0 < self.lr_decay <= 1, "train.lr_decay", self.lr_decay, "must be in (0, 1] (1 = a constant lr)")
         require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "must be >= 0")
         require(self.patience >= 0, "train.patience", self.patience, "must be >= 0")
         require(self.clip_grad_norm is None or self.clip_grad_norm > 0, "train.clip_grad_norm", self.clip_grad_norm,

@@ -212,6 +212,17 @@ def _progress(desc: str | None):
 # ----------------------------------------------------------------------------------------------------------------
 # The driver
 # ----------------------------------------------------------------------------------------------------------------
+def set_epoch_lr(optimizer: torch.optim.Optimizer, decay: float, epoch: int) -> None:
+    """Exponential decay by epoch: every parameter group trains epoch ``epoch`` (0-based) at its starting lr x
+    ``decay ** epoch`` (``torch.optim.lr_scheduler.ExponentialLR``'s rule, computed from the epoch number alone, so a
+    resumed run continues the schedule from its checkpoint's ``initial_lr`` without a scheduler state)."""
+    if decay == 1.0:
+        return
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])  # the key torch's schedulers keep; saved in the optimizer state
+        group["lr"] = group["initial_lr"] * decay ** epoch
+
+
 def fit(
     model: nn.Module,
     *,
@@ -265,6 +276,7 @@ def fit(
             break
         # dropout / sampled softmax; distributed: one stream per worker
         torch.manual_seed(derive_seed(config.seed, epoch, EPOCH_STREAM, bits=32) + backend.rank)
+        set_epoch_lr(optimizer, config.lr_decay, epoch)
         progress = f"epoch {epoch + 1}/{config.epochs}" if config.progress and backend.is_root else None
         trained, steps = train_one_epoch(model, optimizer, train_loader(epoch), setup, backend, epoch=epoch,
                                          on_batch=on_batch, progress=progress, max_steps=steps_left)
@@ -356,5 +368,6 @@ __all__ = [
     "make_optimizer",  # from musicrec.optim
     "metric_mode",
     "resolve_device",
+    "set_epoch_lr",
     "train_one_epoch",
 ]
