@@ -21,7 +21,7 @@ from musicrec.data import Data, DataConfig, manifest_fingerprint
 from musicrec.distributed import SingleProcess, get_backend
 from musicrec.seeding import derive_seed, seed_everything
 from musicrec.train import TrainConfig, evaluate, fit
-from musicrec.train.loop import _steps_in_sync
+from musicrec.train.loop import _steps_in_sync, set_epoch_lr
 import fakedata
 
 pytestmark = pytest.mark.unit
@@ -184,8 +184,6 @@ def test_resume_after_kill_gives_identical_weights(case, kkbox_dir, lastfm_dir, 
 
 
 def test_lr_decay_follows_the_epoch_number_for_every_group():
-    from musicrec.train.loop import set_epoch_lr
-
     w = nn.Parameter(torch.zeros(2))
     optimizer = torch.optim.Adam([{"params": [w], "lr": 0.1}, {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.4}])
     seen = []
