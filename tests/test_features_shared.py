@@ -158,6 +158,13 @@ def test_build_vocabs_order_tie_break_min_count_null_and_arrays(spark):
 
 
 @pytest.mark.spark
+def test_build_vocabs_counts_a_token_shared_by_two_vocabularies_in_each_apart(spark):
+    df = spark.createDataFrame([("x", ["x", "y"]), ("y", ["x"]), ("x", None)], "t string, tags array<string>")
+    vocabs_df = build_vocabs(df, {"t": F.array("t"), "tag": F.col("tags")}, min_counts={"t": 1, "tag": 2})
+    assert sorted(tuple(r) for r in vocabs_df.collect()) == [("t", "x", 2, 2), ("t", "y", 3, 1), ("tag", "x", 2, 2)]
+
+
+@pytest.mark.spark
 def test_weighted_vocabs_on_an_entity_table_equal_counts_on_the_events(spark):
     # the events: one row per play; the song table: one row per song with its plays as the weight
     songs = {"s1": ("3", ["A", "B"]), "s2": ("3", ["B"]), "s3": (None, None), "s4": ("52", ["C", "A"]),
