@@ -20,7 +20,7 @@ export MUSICREC_CONF_DIR="${MUSICREC_CONF_DIR:-$ROOT/conf}"
 # The zip lives in a temporary folder for this call only, removed when spark-submit ends (so spark-submit runs as a
 # child, not through exec, which would skip the EXIT trap); INT/TERM/HUP are passed on to it.
 ZIP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/musicrec-submit.XXXXXX")"
-trap 'rm -rf "$ZIP_DIR"' EXIT
+trap 'rm -rf "$ZIP_DIR" ${jvm_archive_part:+"$jvm_archive_part"}' EXIT  # and an unfinished class archive
 ZIP="$ZIP_DIR/musicrec.zip"
 (cd "$ROOT" && "${PYSPARK_PYTHON:-python3}" -c "
 import sys, zipfile, pathlib
@@ -62,11 +62,24 @@ if [[ "$master" == local* ]]; then
   input_bytes="$( [[ -d "$input" ]] && du -sbL "$input" 2>/dev/null | cut -f1 || true)"  # empty: no such folder
   [[ -n "$input_bytes" ]] && (( input_bytes < 64 * 1024 * 1024 )) && small_input=1
 fi
+# A local driver also maps its classes from the class-data-sharing archive of scripts/jvm_archive.sh when there is one
+# (made by ./run.sh setup; demo-size jobs start 6-8 s sooner, RESULTS_lastfm.md "AppCDS"); MUSICREC_JVM_ARCHIVE=create
+# writes it instead (under another name, renamed when the job succeeded).
+jvm_archive="" jvm_archive_part=""
 if [[ -n "${MUSICREC_DRIVER_JAVA_OPTS+set}" ]]; then
   java_opts="$MUSICREC_DRIVER_JAVA_OPTS"
 elif [[ "$master" == local* ]]; then
   java_opts="-XX:+UseParallelGC"
   [[ $small_input == 1 ]] && java_opts+=" -XX:TieredStopAtLevel=1"
+  source "$ROOT/scripts/jvm_archive.sh"
+  jvm_archive="$(jvm_archive_path "$ROOT")"
+  if [[ "${MUSICREC_JVM_ARCHIVE:-}" == create ]]; then
+    mkdir -p "$(dirname "$jvm_archive")"
+    jvm_archive_part="$jvm_archive.part.$$"
+    java_opts+=" -XX:ArchiveClassesAtExit=$jvm_archive_part"
+  elif [[ -f "$jvm_archive" ]]; then
+    java_opts+=" -XX:SharedArchiveFile=$jvm_archive"
+  fi
 fi
 [[ $small_input == 1 && $has_aqe == 0 ]] && extra+=(--conf spark.sql.adaptive.enabled=false)
 [[ $has_java_opts == 0 && -n "$java_opts" ]] && extra+=(--driver-java-options "$java_opts")
@@ -79,4 +92,7 @@ while :; do
   wait "$child" && status=0 || status=$?
   kill -0 "$child" 2>/dev/null || break  # wait returned for a trapped signal: keep waiting for the child
 done
+if [[ -n "$jvm_archive_part" && $status == 0 && -s "$jvm_archive_part" ]]; then
+  mv -f "$jvm_archive_part" "$jvm_archive"
+fi
 exit "$status"

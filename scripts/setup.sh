@@ -39,8 +39,11 @@ CACHE="${MUSICREC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/musicrec}"
 # lock and this script are unchanged, set-up is a no-op.
 stamp_value() { cat "$REQUIRES" "$CONSTRAINTS" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1; }
 STAMP="$VENV/.musicrec-setup"
+# The default profile's local Spark driver also gets its class archive (scripts/jvm_archive.sh: made once per Java
+# and PySpark, a no-op when present).
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_value)" ]]; then
   log "environment is up to date ($VENV)"
+  [[ "$PROFILE" == default ]] && bash "$ROOT/scripts/jvm_archive.sh"
   exit 0
 fi
 
@@ -128,3 +131,4 @@ grep -q '\[X\] Gloo' <<<"$CHECK_BUILD" || die "Horovod was built without Gloo"
 
 stamp_value >"$STAMP"
 log "ready: $VENV (torch $TORCH_VERSION, horovod $HOROVOD_VERSION with PyTorch + Gloo)"
+bash "$ROOT/scripts/jvm_archive.sh"

@@ -337,6 +337,34 @@ def test_spark_submit_picks_the_local_drivers_jvm_flags_by_input_size(tmp_path):
 
 
 @pytest.mark.e2e
+def test_spark_submit_writes_then_maps_the_drivers_class_archive(tmp_path):
+    """MUSICREC_JVM_ARCHIVE=create: the local driver dumps its classes at exit under a part name, renamed when the
+    job succeeded; the next local driver maps that archive (the JVM warns "Unable to use shared archive" when it
+    cannot); MUSICREC_DRIVER_JAVA_OPTS leaves it out; a failed job leaves no archive and no part file."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import sys\nfrom pyspark import SparkContext\nSparkContext._ensure_initialized()\n"
+                     "bean = SparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()\n"
+                     "print('JVM_ARGS', ' '.join(bean.getInputArguments()))\nsys.exit(int(sys.argv[1]))\n")
+    archives = tmp_path / "jvm"
+    env = {"MUSICREC_JVM_ARCHIVE_DIR": str(archives), "MUSICREC_DRIVER_MEMORY": "512m"}
+
+    def submit(code: int, **more: str):
+        return run([str(REPO / "spark-submit.sh"), str(probe), str(code)], **env, **more)
+
+    failed = submit(3, MUSICREC_JVM_ARCHIVE="create")
+    assert failed.returncode == 3 and not list(archives.glob("*")), failed.stderr[-2000:]
+    created = submit(0, MUSICREC_JVM_ARCHIVE="create")
+    assert created.returncode == 0, created.stderr[-2000:]
+    [archive] = archives.iterdir()
+    assert archive.name.startswith("spark-driver-") and archive.suffix == ".jsa" and archive.stat().st_size > 1e6
+    used = submit(0)
+    assert used.returncode == 0, used.stderr[-2000:]
+    assert f"-XX:SharedArchiveFile={archive}" in used.stdout
+    assert "Unable to use shared archive" not in used.stdout + used.stderr
+    assert "SharedArchiveFile" not in submit(0, MUSICREC_DRIVER_JAVA_OPTS="-XX:+UseSerialGC").stdout
+
+
+@pytest.mark.e2e
 def test_case6_spark_ui_of_a_local_job_listens_on_loopback_only(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(
