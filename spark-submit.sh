@@ -63,7 +63,7 @@ if [[ "$master" == local* ]]; then
   [[ -n "$input_bytes" ]] && (( input_bytes < 64 * 1024 * 1024 )) && small_input=1
 fi
 # A local driver also maps its classes from the class-data-sharing archive of scripts/jvm_archive.sh when there is one
-# (made by ./run.sh setup; demo-size jobs start 6-8 s sooner, RESULTS_lastfm.md "AppCDS"); MUSICREC_JVM_ARCHIVE=create
+# (made by ./run.sh setup; demo-size jobs 7-18 s sooner, RESULTS_lastfm.md "AppCDS"); MUSICREC_JVM_ARCHIVE=create
 # writes it instead (under another name, renamed when the job succeeded).
 jvm_archive="" jvm_archive_part=""
 if [[ -n "${MUSICREC_DRIVER_JAVA_OPTS+set}" ]]; then
