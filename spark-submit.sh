@@ -72,8 +72,10 @@ elif [[ "$master" == local* ]]; then
   java_opts="-XX:+UseParallelGC"
   [[ $small_input == 1 ]] && java_opts+=" -XX:TieredStopAtLevel=1"
   source "$ROOT/scripts/jvm_archive.sh"
-  jvm_archive="$(jvm_archive_path "$ROOT")"
-  if [[ "${MUSICREC_JVM_ARCHIVE:-}" == create ]]; then
+  jvm_archive="$(jvm_archive_path "$ROOT")"  # empty: no archive for this installation
+  if [[ -z "$jvm_archive" ]]; then
+    :
+  elif [[ "${MUSICREC_JVM_ARCHIVE:-}" == create ]]; then
     mkdir -p "$(dirname "$jvm_archive")"
     jvm_archive_part="$jvm_archive.part.$$"
     java_opts+=" -XX:ArchiveClassesAtExit=$jvm_archive_part"
@@ -93,6 +95,6 @@ while :; do
   kill -0 "$child" 2>/dev/null || break  # wait returned for a trapped signal: keep waiting for the child
 done
 if [[ -n "$jvm_archive_part" && $status == 0 && -s "$jvm_archive_part" ]]; then
-  mv -f "$jvm_archive_part" "$jvm_archive"
+  mv -f "$jvm_archive_part" "$jvm_archive" || echo "spark-submit.sh: could not keep the class archive $jvm_archive" >&2
 fi
 exit "$status"

@@ -339,29 +339,58 @@ def test_spark_submit_picks_the_local_drivers_jvm_flags_by_input_size(tmp_path):
 @pytest.mark.e2e
 def test_spark_submit_writes_then_maps_the_drivers_class_archive(tmp_path):
     """MUSICREC_JVM_ARCHIVE=create: the local driver dumps its classes at exit under a part name, renamed when the
-    job succeeded; the next local driver maps that archive (the JVM warns "Unable to use shared archive" when it
-    cannot); MUSICREC_DRIVER_JAVA_OPTS leaves it out; a failed job leaves no archive and no part file."""
+    job succeeded; the next local driver maps that archive (read back from the JVM's own memory map: the JVM
+    ignores an archive that does not fit without a word); MUSICREC_DRIVER_JAVA_OPTS leaves it out; a failed job
+    leaves no archive and no part file."""
     probe = tmp_path / "probe.py"
     probe.write_text("import sys\nfrom pyspark import SparkContext\nSparkContext._ensure_initialized()\n"
-                     "bean = SparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()\n"
-                     "print('JVM_ARGS', ' '.join(bean.getInputArguments()))\nsys.exit(int(sys.argv[1]))\n")
+                     "jvm = SparkContext._jvm\nbean = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()\n"
+                     "args = ' '.join(bean.getInputArguments())\n"
+                     "maps = open(f'/proc/{jvm.java.lang.ProcessHandle.current().pid()}/maps').read()\n"
+                     "print('JVM_ARGS', args)\nprint('MAPPED', sorted({line.split()[-1] for line in maps.splitlines()\n"
+                     "                               if 'spark-driver-' in line}))\nsys.exit(int(sys.argv[1]))\n")
     archives = tmp_path / "jvm"
     env = {"MUSICREC_JVM_ARCHIVE_DIR": str(archives), "MUSICREC_DRIVER_MEMORY": "512m"}
 
-    def submit(code: int, **more: str):
-        return run([str(REPO / "spark-submit.sh"), str(probe), str(code)], **env, **more)
+    def submit(code: int, **more: str) -> str:
+        result = run([str(REPO / "spark-submit.sh"), str(probe), str(code)], **env, **more)
+        assert result.returncode == code, result.stderr[-2000:]
+        return result.stdout
 
-    failed = submit(3, MUSICREC_JVM_ARCHIVE="create")
-    assert failed.returncode == 3 and not list(archives.glob("*")), failed.stderr[-2000:]
-    created = submit(0, MUSICREC_JVM_ARCHIVE="create")
-    assert created.returncode == 0, created.stderr[-2000:]
+    submit(3, MUSICREC_JVM_ARCHIVE="create")
+    assert not list(archives.glob("*"))
+    submit(0, MUSICREC_JVM_ARCHIVE="create")
     [archive] = archives.iterdir()
     assert archive.name.startswith("spark-driver-") and archive.suffix == ".jsa" and archive.stat().st_size > 1e6
     used = submit(0)
-    assert used.returncode == 0, used.stderr[-2000:]
-    assert f"-XX:SharedArchiveFile={archive}" in used.stdout
-    assert "Unable to use shared archive" not in used.stdout + used.stderr
-    assert "SharedArchiveFile" not in submit(0, MUSICREC_DRIVER_JAVA_OPTS="-XX:+UseSerialGC").stdout
+    assert f"-XX:SharedArchiveFile={archive}" in used and f"MAPPED ['{archive}']" in used
+    plain = submit(0, MUSICREC_DRIVER_JAVA_OPTS="-XX:+UseSerialGC")
+    assert "JVM_ARGS" in plain and "SharedArchiveFile" not in plain and "MAPPED []" in plain
+
+
+@pytest.mark.e2e
+def test_jvm_archive_script_makes_the_archive_once_and_replaces_stale_ones(tmp_path):
+    """scripts/jvm_archive.sh (what set-up runs): one small local job writes the archive even when the caller's
+    environment names other JVM flags or a cluster master; archives of another Java/PySpark are removed; a second
+    call is a no-op; when the job cannot run, a .failed marker stops the retries and set-up goes on."""
+    archives = tmp_path / "jvm"
+    archives.mkdir()
+    (archives / "spark-driver-0000000000000000.jsa").write_bytes(b"stale")
+    env = {"MUSICREC_JVM_ARCHIVE_DIR": str(archives), "MUSICREC_DRIVER_JAVA_OPTS": "-XX:+UseSerialGC",
+           "MUSICREC_SPARK_MASTER": "spark://nowhere:7077"}
+    made = run(["bash", str(REPO / "scripts" / "jvm_archive.sh")], **env)
+    assert made.returncode == 0 and "ready:" in made.stderr, made.stderr[-3000:]
+    [archive] = archives.iterdir()
+    assert archive.name != "spark-driver-0000000000000000.jsa" and archive.stat().st_size > 1e6
+    again = run(["bash", str(REPO / "scripts" / "jvm_archive.sh")], **env)
+    assert again.returncode == 0 and again.stderr == "" and list(archives.iterdir()) == [archive]
+    archive.unlink()
+    broken = run(["bash", str(REPO / "scripts" / "jvm_archive.sh")], **env, JAVA_HOME=str(tmp_path / "no-java"))
+    assert broken.returncode == 0 and "could not make the archive" in broken.stderr, broken.stderr[-3000:]
+    [marker] = archives.iterdir()
+    assert marker.name.endswith(".jsa.failed")
+    assert run(["bash", str(REPO / "scripts" / "jvm_archive.sh")], **env, JAVA_HOME=str(tmp_path / "no-java")
+               ).stderr == ""
 
 
 @pytest.mark.e2e
