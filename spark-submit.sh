@@ -73,9 +73,7 @@ elif [[ "$master" == local* ]]; then
   [[ $small_input == 1 ]] && java_opts+=" -XX:TieredStopAtLevel=1"
   source "$ROOT/scripts/jvm_archive.sh"
   jvm_archive="$(jvm_archive_path "$ROOT")"  # empty: no archive for this installation
-  if [[ -z "$jvm_archive" ]]; then
-    :
-  elif [[ "${MUSICREC_JVM_ARCHIVE:-}" == create ]]; then
+  if [[ -n "$jvm_archive" && "${MUSICREC_JVM_ARCHIVE:-}" == create ]]; then
     mkdir -p "$(dirname "$jvm_archive")"
     jvm_archive_part="$jvm_archive.part.$$"
     java_opts+=" -XX:ArchiveClassesAtExit=$jvm_archive_part"

@@ -40,10 +40,11 @@ CACHE="${MUSICREC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/musicrec}"
 stamp_value() { cat "$REQUIRES" "$CONSTRAINTS" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1; }
 STAMP="$VENV/.musicrec-setup"
 # The default profile's local Spark driver also gets its class archive (scripts/jvm_archive.sh: made once per Java
-# and PySpark, a no-op when present).
+# and PySpark, a no-op when present; without it Spark only starts slower).
+jvm_archive() { bash "$ROOT/scripts/jvm_archive.sh" || log "no driver class archive (continuing)"; }
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_value)" ]]; then
   log "environment is up to date ($VENV)"
-  [[ "$PROFILE" == default ]] && { bash "$ROOT/scripts/jvm_archive.sh" || log "no driver class archive (continuing)"; }
+  [[ "$PROFILE" == default ]] && jvm_archive
   exit 0
 fi
 
@@ -131,4 +132,4 @@ grep -q '\[X\] Gloo' <<<"$CHECK_BUILD" || die "Horovod was built without Gloo"
 
 stamp_value >"$STAMP"
 log "ready: $VENV (torch $TORCH_VERSION, horovod $HOROVOD_VERSION with PyTorch + Gloo)"
-bash "$ROOT/scripts/jvm_archive.sh" || log "no driver class archive (continuing)"
+jvm_archive
