@@ -1,9 +1,12 @@
 """Tests of the stages both feature jobs share: rejected rows (features/rejects.py), vocabularies
-(features/vocab.py) and the stats report (features/stats.py), on tiny inline DataFrames."""
+(features/vocab.py), the stats report (features/stats.py) and steps run side by side (features/progress.py), on
+tiny inline DataFrames."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,6 +14,7 @@ from chispa import assert_df_equality
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
+from musicrec.features.progress import StepTimer, concurrently
 from musicrec.features.ranks import running_offsets, value_ranks
 from musicrec.features.rejects import (
     BLOCK_COL, REJECTED_SCHEMA, ROW_ID_COL, blank_lines, read_text_lines, reject_reason, split_line_counts,
@@ -277,3 +281,43 @@ def test_column_stats_by_level_nested_stages(spark):
     assert result[3] == (3, {"user": {"count": 2, "unique": 2, "max_freq": 1}, "song": {"count": 2, "unique": 2, "max_freq": 1}})
     # the same numbers as column_stats on the materialized stage
     assert column_stats(df.where("lv >= 2"), ["user", "song"]) == result[2]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Steps side by side
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.spark
+def test_concurrently_runs_steps_side_by_side_each_labelling_its_own_jobs(spark):
+    timer = StepTimer(spark, "t")
+    both_inside = threading.Barrier(2, timeout=60)  # broken (an error) unless both steps are running at once
+
+    def step(name: str, rows: int):
+        def call():
+            with timer.step(name):
+                count = spark.range(rows).count()
+                both_inside.wait()
+                return count, spark.sparkContext.getLocalProperty("spark.job.description")
+        return call
+
+    assert concurrently(step("a", 5), step("b", 7)) == [(5, "t: a"), (7, "t: b")]
+    assert set(timer.steps) == {"a", "b"}
+    assert spark.sparkContext.getLocalProperty("spark.job.description") is None  # the caller's is untouched
+
+
+def test_concurrently_lets_every_call_finish_then_raises_the_first_error():
+    finished = []
+
+    def fails(message: str):
+        def call():
+            time.sleep(0.2 if message == "first" else 0)
+            raise ValueError(message)
+        return call
+
+    def slow():
+        time.sleep(0.5)
+        finished.append("slow")
+        return 1
+
+    with pytest.raises(ValueError, match="first"):
+        concurrently(fails("first"), slow, fails("second"))
+    assert finished == ["slow"]

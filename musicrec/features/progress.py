@@ -3,15 +3,18 @@
 ``StepTimer.step(name)`` labels every Spark job started inside it with the job description ``"<dataset>: <name>"``
 (the Spark UI and the event log show it; benchmarks/measure.py attributes stage times to steps by it) and, when the
 step ends, prints ``[features] <dataset>: <name>: <seconds>s`` and adds the seconds to ``steps`` (the job summary).
+
+``concurrently(*calls)`` runs independent steps side by side, each in its own thread (see there).
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from pyspark.sql import SparkSession
+from pyspark.util import InheritableThread
 
 
 class StepTimer:
@@ -41,4 +44,34 @@ class StepTimer:
         return round(time.time() - self.started, 1)
 
 
-__all__ = ["StepTimer"]
+def concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """Run each zero-argument call in its own thread and return their results in argument order.
+
+    For steps that read what is already cached or written and not each other's results: their Spark jobs run side
+    by side, so a task slot that one step leaves idle (one task per unsplittable file, a small last wave, the driver
+    planning the next query) runs the other's tasks; the work and the results are the same as one after the other.
+    The threads are ``pyspark.util.InheritableThread`` (each has its own JVM thread, so a ``StepTimer.step`` inside
+    a call labels only that call's jobs). Every call runs to its end; then the first exception, in argument order,
+    is raised.
+    """
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:  # raised in the calling thread below
+            errors[i] = exc
+
+    threads = [InheritableThread(run, args=(i,), daemon=True) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
+
+
+__all__ = ["StepTimer", "concurrently"]

@@ -9,6 +9,7 @@ The events are never shuffled: they are aggregated, or streamed through broadcas
 from __future__ import annotations
 
 import functools
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -38,7 +39,7 @@ from musicrec.features.kkbox.read import (
     with_row_id,
 )
 from musicrec.features.kkbox.side import with_isrc_fields, with_member_features
-from musicrec.features.progress import StepTimer
+from musicrec.features.progress import StepTimer, concurrently
 from musicrec.features.rejects import blank_lines, check_reject_limit, pin_file_splits, write_rejected
 from musicrec.features.vocab import write_vocabs
 from musicrec.io import (
@@ -52,7 +53,14 @@ Persist = Callable[[DataFrame], DataFrame]
 
 class Inputs(NamedTuple):
     paths: dict[str, Path]  # the five files
-    lines: dict[str, int]  # physical lines of each file read line by line (not the multi-line ones)
+    scan: Future  # (fingerprints, lines) of the five files (``scan_inputs``), read while Spark works
+
+    def fingerprints(self) -> dict[str, dict]:
+        return self.scan.result()[0]
+
+    def lines(self, name: str) -> int:
+        """Physical lines of a file read line by line (not the multi-line ones)."""
+        return self.scan.result()[1][name]
 
 
 class Events(NamedTuple):
@@ -89,23 +97,26 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
     use_sort_aggregation(spark)  # the multi-valued fields' index lists (vocab.with_indices' collect_list)
     with timer.step("check inputs"):
         cfg, paths = check_job(input_dir, output_dir, config)
-        inputs, lines = {}, {}
-        for name, path in paths.items():  # line counts come with the hash, from the same read
-            if name in cfg.input.multiline_files:
-                inputs[name] = file_fingerprint(path)
-            else:
-                inputs[name], lines[name] = fingerprint_and_lines(path)
     list_vocab = list_vocabs(cfg.multi_valued.shared_person_vocab)
-    files = Inputs(paths, lines)
-    with AtomicOutput(output_dir) as out, _cached_frames() as persist:
-        with timer.step("read side tables"):
-            side, accounting = read_side_tables(spark, files, cfg, out, persist)
-        with timer.step("read events"):
-            events = read_split_events(spark, files, cfg, out, persist)
-            accounting.update(events.accounting)
-            check_row_accounting(accounting)
-            check_nonempty_splits(_split_rows(accounting), required=_required_splits(cfg), what="rows", hint=(
-                f"train.csv: {accounting[schemas.KKBOX_TRAIN_FILE]}, test.csv: {accounting[schemas.KKBOX_TEST_FILE]}"))
+    with AtomicOutput(output_dir) as out, _cached_frames() as persist, ThreadPoolExecutor(1) as background:
+        # The files' hashes and line counts (one Python read of each, ~1.6 GB at full size) while Spark reads them.
+        files = Inputs(paths, background.submit(scan_inputs, paths, cfg.input.multiline_files))
+
+        def side_tables() -> tuple[dict[str, DataFrame], dict[str, dict[str, int]]]:
+            with timer.step("read side tables"):
+                return read_side_tables(spark, files, cfg, out, persist)
+
+        def split_events() -> Events:
+            with timer.step("read events"):
+                return read_split_events(spark, files, cfg, out, persist)
+
+        # Independent reads of different files, side by side (progress.concurrently): one task per multi-line
+        # side file would leave a core idle otherwise.
+        (side, accounting), events = concurrently(side_tables, split_events)
+        accounting.update(events.accounting)
+        check_row_accounting(accounting)
+        check_nonempty_splits(_split_rows(accounting), required=_required_splits(cfg), what="rows", hint=(
+            f"train.csv: {accounting[schemas.KKBOX_TRAIN_FILE]}, test.csv: {accounting[schemas.KKBOX_TEST_FILE]}"))
         with timer.step("entity tables + vocabularies"):
             tables = entity_tables(events.good_df, side, cfg, persist)
             vocabs_df, vocab_sizes = write_entity_vocabs(tables, list_vocab, cfg, out, persist)
@@ -121,7 +132,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
             stats_report(per_split, events.targets, accounting).write(out.path())
         with timer.step("publish"):
             write_manifest(
-                out, dataset=DATASET, config=as_dict(cfg), inputs=inputs, row_counts=row_counts,
+                out, dataset=DATASET, config=as_dict(cfg), inputs=files.fingerprints(), row_counts=row_counts,
                 vocab_sizes=vocab_sizes, features=manifest_features(list_vocab),
                 extra={"row_accounting": accounting, "event_counts": counts,
                        "valid_cut_row_id": events.valid_cut, "max_multi": cfg.multi_valued.max_multi,
@@ -163,6 +174,18 @@ def checked_inputs(input_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def scan_inputs(paths: dict[str, Path], multiline_files: list[str]) -> tuple[dict[str, dict], dict[str, int]]:
+    """``({file: fingerprint}, {file: physical lines})``; the line counts come with the hash, from the same read,
+    for the files read line by line (a multi-line file's rows are not its lines)."""
+    fingerprints, lines = {}, {}
+    for name, path in paths.items():
+        if name in multiline_files:
+            fingerprints[name] = file_fingerprint(path)
+        else:
+            fingerprints[name], lines[name] = fingerprint_and_lines(path)
+    return fingerprints, lines
+
+
 def _split_rows(accounting: dict[str, dict[str, int]]) -> dict[str, int]:
     """Rows of each split, from the row accounting of train.csv and test.csv."""
     return {TRAIN: accounting[schemas.KKBOX_TRAIN_FILE][TRAIN], VALID: accounting[schemas.KKBOX_TRAIN_FILE][VALID],
@@ -182,7 +205,7 @@ def _write_rejects(spark: SparkSession, bad_df: DataFrame, name: str, files: Inp
     A line-by-line CSV scan skips blank lines; when the file has more lines than header + rows (rare), two more
     scans find them (``rejects.blank_lines``) so that every later line number stays right."""
     multi_line = name in cfg.input.multiline_files
-    has_blank_lines = not multi_line and files.lines[name] != rows + 1
+    has_blank_lines = not multi_line and files.lines(name) != rows + 1
     blanks_df = blank_lines(spark, files.paths[name]) if has_blank_lines else None
     lined_df = (
         bad_df.transform(with_line_number, multi_line=multi_line, blanks_df=blanks_df)

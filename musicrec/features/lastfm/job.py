@@ -5,7 +5,8 @@ window bounds    ``window.*`` -> ``[start, end)`` (the month options cost one mo
 read+sessionize  ``read_plays`` -> ``with_play_levels`` (one scan, one shuffle, one sorted window pass), cached
 rejected         ``OUT/rejected/<plays file>/``
 plays            ``kept_plays`` -> ``OUT/plays/``
-stats            per-stage column stats of parsed > tracked > in window > deduplicated > plays, in one job
+stats            per-stage column stats of parsed > tracked > in window > deduplicated > plays, in one job; run
+                 beside the steps from rejected to song_tags (``progress.concurrently``: both read only the cache)
 tags             ``read_tags`` -> ``top_tags_of_played``; ``OUT/rejected/<tags file>/``; the tag policy
 vocabularies     user, song, artist over the plays and tag over the song tags -> ``OUT/vocab/<name>/``
 song_tags        ``build_song_lookup`` -> ``OUT/song_tags/``
@@ -40,7 +41,7 @@ from musicrec.features.lastfm.sessionize import (
     stage_counts, with_play_levels,
 )
 from musicrec.features.lastfm.tags import apply_tag_policy, build_song_lookup, no_song_tags, top_tags_of_played
-from musicrec.features.progress import StepTimer
+from musicrec.features.progress import StepTimer, concurrently
 from musicrec.features.rejects import pin_file_splits
 from musicrec.features.stats import StatsReport, column_stats, column_stats_by_level
 from musicrec.features.vocab import build_vocabs, write_vocabs
@@ -86,36 +87,46 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
                   f"untracked, {counts['duplicates']:,} duplicates, {counts['plays']:,} plays in "
                   f"{counts['sessions']:,} sessions")
 
-        with timer.step("rejected"):
-            write_rejects(levels_df.where(F.col(LEVEL) == LEVEL_REJECTED), counts["rejected"], counts["lines"],
-                          cfg.clean.max_rejected_fraction, plays_path, cfg.input.plays_file, out)
+        def write_play_tables() -> tuple:
+            """rejected/, plays/, the song tags, vocab/ and song_tags/: a chain of steps, each needing the last."""
+            with timer.step("rejected"):
+                write_rejects(levels_df.where(F.col(LEVEL) == LEVEL_REJECTED), counts["rejected"], counts["lines"],
+                              cfg.clean.max_rejected_fraction, plays_path, cfg.input.plays_file, out)
+            with timer.step("plays"):
+                plays_df = kept_plays(levels_df)
+                plays_df.write.mode("overwrite").parquet(out.path(PLAYS_DIR))
+            with timer.step("tags"):
+                plays_files_df = spark.read.parquet(out.path(PLAYS_DIR))  # columnar re-read: the needed columns
+                song_tags_df, songs_with_tags, rejected_tags = _song_tags(spark, tags_path, plays_files_df, cfg, out)
+                seq_plays_files_df = plays_files_df.transform(apply_tag_policy, song_tags_df,
+                                                              drop_untagged=drop_untagged)
+            timer.log(f"tags: {songs_with_tags:,} songs with tags")
+            with timer.step("vocabularies"):
+                vocabs = _write_vocabularies(seq_plays_files_df, song_tags_df, cfg, out)
+                vocab_sizes = {name: parquet_rows(out.path(f"{VOCAB_DIR}/{name}")) + 2 for name in VOCAB_NAMES}
+                untagged_dropped = _untagged_plays_dropped(
+                    counts["plays"], vocabs["user"], seq_plays_files_df, cfg, drop_untagged=drop_untagged
+                )
+            timer.log(f"vocabularies {vocab_sizes}")
+            with timer.step("song_tags"):
+                song_lookup_df = _write_song_lookup(spark, vocabs, song_tags_df, cfg.tags.top_k, out)
+            return (plays_df, song_tags_df, vocabs, vocab_sizes, song_lookup_df,
+                    {"songs_with_tags": songs_with_tags, "rejected_tags": rejected_tags,
+                     "untagged_plays_dropped": untagged_dropped})
 
-        with timer.step("plays"):
-            plays_df = kept_plays(levels_df)
-            plays_df.write.mode("overwrite").parquet(out.path(PLAYS_DIR))
+        def stage_stats() -> tuple[StatsReport, int]:
+            """The per-stage stats report (one Spark job over the cached plays)."""
+            with timer.step("stats"):
+                report = StatsReport("Last.fm 1K feature job")
+                return report, _add_stage_stats(report, levels_df, per_level, cfg)
 
-        with timer.step("stats"):
-            report = StatsReport("Last.fm 1K feature job")
-            counts["users_before_user_filter"] = _add_stage_stats(report, levels_df, per_level, cfg)
-
-        with timer.step("tags"):
-            plays_files_df = spark.read.parquet(out.path(PLAYS_DIR))  # columnar re-read: only the needed columns
-            song_tags_df, counts["songs_with_tags"], counts["rejected_tags"] = _song_tags(
-                spark, tags_path, plays_files_df, cfg, out
-            )
-            seq_plays_files_df = plays_files_df.transform(apply_tag_policy, song_tags_df, drop_untagged=drop_untagged)
-        timer.log(f"tags: {counts['songs_with_tags']:,} songs with tags")
-
-        with timer.step("vocabularies"):
-            vocabs = _write_vocabularies(seq_plays_files_df, song_tags_df, cfg, out)
-            vocab_sizes = {name: parquet_rows(out.path(f"{VOCAB_DIR}/{name}")) + 2 for name in VOCAB_NAMES}
-            counts["untagged_plays_dropped"] = _untagged_plays_dropped(
-                counts["plays"], vocabs["user"], seq_plays_files_df, cfg, drop_untagged=drop_untagged
-            )
-        timer.log(f"vocabularies {vocab_sizes}")
-
-        with timer.step("song_tags"):
-            song_lookup_df = _write_song_lookup(spark, vocabs, song_tags_df, cfg.tags.top_k, out)
+        # Both read only the cached plays, so they run side by side (progress.concurrently); the counters are set
+        # in one order whatever finishes first (stats.json lists them in insertion order).
+        (plays_df, song_tags_df, vocabs, vocab_sizes, song_lookup_df, table_counts), (report, users_before) = (
+            concurrently(write_play_tables, stage_stats)
+        )
+        counts["users_before_user_filter"] = users_before
+        counts.update(table_counts)
 
         with timer.step("sessions"):
             sessions_df, split_df, (valid_start, test_start) = _session_rows(
