@@ -43,7 +43,14 @@ case "$cmd" in
          setup && exec "$VENV/bin/mlflow" ui --backend-store-uri "sqlite:///$ROOT/mlflow.db" \
            --host "${MLFLOW_HOST:-127.0.0.1}" --port "${MLFLOW_PORT:-5000}" "$@" ;;
   python|spark-submit|horovodrun|torchrun|mlflow|pytest)
-         setup && PATH="$VENV/bin:$PATH" exec "$VENV/bin/$cmd" "$@" ;;
+         setup
+         if [[ ! -x "$VENV/bin/$cmd" ]]; then  # e.g. horovodrun in the current profile, which has no Horovod
+           hint=""
+           [[ $cmd == horovodrun ]] && hint="; Horovod is only in the default profile: run it without MUSICREC_PROFILE"
+           echo "run.sh: $cmd is not installed in the $PROFILE profile ($VENV/bin/$cmd not found)$hint" >&2
+           exit 2
+         fi
+         PATH="$VENV/bin:$PATH" exec "$VENV/bin/$cmd" "$@" ;;
   help|-h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) echo "run.sh: unknown command '$cmd' (try ./run.sh help)" >&2; exit 2 ;;
 esac

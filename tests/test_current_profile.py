@@ -33,6 +33,17 @@ needs_current = pytest.mark.skipif(not CURRENT, reason="needs the current-depend
                                                        "MUSICREC_PROFILE=current ./run.sh test ...")
 
 
+@needs_current
+@pytest.mark.unit
+def test_run_sh_names_a_tool_the_profile_lacks():
+    env = {**os.environ, "MUSICREC_PROFILE": "current"}
+    proc = subprocess.run([str(REPO / "run.sh"), "horovodrun", "--help"], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=REPO)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "horovodrun is not installed in the current profile" in proc.stderr
+    assert "Horovod is only in the default profile" in proc.stderr
+
+
 @pytest.mark.unit
 def test_pip_check_is_clean():
     proc = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
