@@ -48,10 +48,14 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_value)" ]]; then
   exit 0
 fi
 
-# --- system prerequisites: Python >= 3.10 with venv, and a Java runtime for Spark -------------------------------
+# --- system prerequisites: Python >= 3.10 with venv (the current profile: >= 3.11, which its numpy 2.4 needs), and a
+# Java runtime for Spark
 PYTHON="${PYTHON:-python3}"
-command -v "$PYTHON" >/dev/null || die "python3 not found; install Python 3.10 or newer"
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "Python >= 3.10 is required ($("$PYTHON" --version))"
+MIN_MINOR=10
+[[ "$PROFILE" == current ]] && MIN_MINOR=11
+command -v "$PYTHON" >/dev/null || die "python3 not found; install Python 3.$MIN_MINOR or newer"
+"$PYTHON" -c "import sys; sys.exit(sys.version_info < (3, $MIN_MINOR))" \
+  || die "the $PROFILE profile needs Python >= 3.$MIN_MINOR ($("$PYTHON" --version 2>&1)); set PYTHON to a newer one"
 if ! command -v java >/dev/null; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "installing a Java runtime for Spark (openjdk-17-jre-headless)"
