@@ -54,8 +54,10 @@ PYTHON="${PYTHON:-python3}"
 MIN_MINOR=10
 [[ "$PROFILE" == current ]] && MIN_MINOR=11
 command -v "$PYTHON" >/dev/null || die "python3 not found; install Python 3.$MIN_MINOR or newer"
-"$PYTHON" -c "import sys; sys.exit(sys.version_info < (3, $MIN_MINOR))" \
-  || die "the $PROFILE profile needs Python >= 3.$MIN_MINOR ($("$PYTHON" --version 2>&1)); set PYTHON to a newer one"
+HOST_PY="$PYTHON"
+[[ -x "$VENV/bin/python" ]] && HOST_PY="$VENV/bin/python"  # an existing venv keeps the Python it was made with
+"$HOST_PY" -c "import sys; sys.exit(sys.version_info < (3, $MIN_MINOR))" \
+  || die "the $PROFILE profile needs Python >= 3.$MIN_MINOR ($("$HOST_PY" --version 2>&1)); set PYTHON to a newer one"
 if ! command -v java >/dev/null; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "installing a Java runtime for Spark (openjdk-17-jre-headless)"

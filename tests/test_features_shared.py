@@ -299,25 +299,42 @@ def test_concurrently_runs_steps_side_by_side_each_labelling_its_own_jobs(spark)
                 return count, spark.sparkContext.getLocalProperty("spark.job.description")
         return call
 
-    assert concurrently(step("a", 5), step("b", 7)) == [(5, "t: a"), (7, "t: b")]
+    assert concurrently(spark, step("a", 5), step("b", 7)) == [(5, "t: a"), (7, "t: b")]
     assert set(timer.steps) == {"a", "b"}
     assert spark.sparkContext.getLocalProperty("spark.job.description") is None  # the caller's is untouched
 
 
-def test_concurrently_lets_every_call_finish_then_raises_the_first_error():
+@pytest.mark.spark
+def test_concurrently_cancels_the_others_spark_jobs_and_raises_the_first_error(spark):
+    def fails_soon():
+        time.sleep(1)
+        raise ValueError("the cause")
+
+    def runs_for_minutes():  # ~10^12 rows: minutes on 2 cores, unless cancelled
+        return spark.range(10**12).where(F.col("id") % 1_000_003 == -1).count()  # no row matches
+
+    began = time.time()
+    with pytest.raises(ValueError, match="the cause"):  # not the cancelled job's error
+        concurrently(spark, runs_for_minutes, fails_soon)
+    assert time.time() - began < 60
+    assert spark.range(3).count() == 3  # the session still works
+
+
+@pytest.mark.spark
+def test_concurrently_waits_for_every_call_and_raises_the_error_raised_first(spark):
     finished = []
 
-    def fails(message: str):
+    def fails(message: str, after: float):
         def call():
-            time.sleep(0.2 if message == "first" else 0)
+            time.sleep(after)
             raise ValueError(message)
         return call
 
-    def slow():
-        time.sleep(0.5)
+    def slow():  # plain Python: nothing to cancel, it runs to its end
+        time.sleep(0.6)
         finished.append("slow")
         return 1
 
     with pytest.raises(ValueError, match="first"):
-        concurrently(fails("first"), slow, fails("second"))
+        concurrently(spark, fails("second", 0.3), slow, fails("first", 0))
     assert finished == ["slow"]

@@ -4,11 +4,12 @@
 (the Spark UI and the event log show it; benchmarks/measure.py attributes stage times to steps by it) and, when the
 step ends, prints ``[features] <dataset>: <name>: <seconds>s`` and adds the seconds to ``steps`` (the job summary).
 
-``concurrently(*calls)`` runs independent steps side by side, each in its own thread (see there).
+``concurrently(spark, *calls)`` runs independent steps side by side, each in its own thread (see there).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -44,33 +45,44 @@ class StepTimer:
         return round(time.time() - self.started, 1)
 
 
-def concurrently(*calls: Callable[[], Any]) -> list[Any]:
+def concurrently(spark: SparkSession, *calls: Callable[[], Any]) -> list[Any]:
     """Run each zero-argument call in its own thread and return their results in argument order.
 
     For steps that read what is already cached or written and not each other's results: their Spark jobs run side
     by side, so a task slot that one step leaves idle (one task per unsplittable file, a small last wave, the driver
     planning the next query) runs the other's tasks; the work and the results are the same as one after the other.
     The threads are ``pyspark.util.InheritableThread`` (each has its own JVM thread, so a ``StepTimer.step`` inside
-    a call labels only that call's jobs). Every call runs to its end; then the first exception, in argument order,
-    is raised.
+    a call labels only that call's jobs). The first call to fail, or an interrupt of the caller (Ctrl-C), cancels
+    the Spark jobs still running (``cancelAllJobs``: only these calls run any now); once every call has ended, the
+    first exception raised (the cause, not the cancellations that follow it) is raised again.
     """
     results: list[Any] = [None] * len(calls)
-    errors: list[BaseException | None] = [None] * len(calls)
+    errors: list[BaseException] = []  # in the order they were raised
+    lock = threading.Lock()
 
     def run(i: int) -> None:
         try:
             results[i] = calls[i]()
         except BaseException as exc:  # raised in the calling thread below
-            errors[i] = exc
+            with lock:
+                errors.append(exc)
+                first = len(errors) == 1
+            if first:
+                spark.sparkContext.cancelAllJobs()
 
     threads = [InheritableThread(run, args=(i,), daemon=True) for i in range(len(calls))]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
-    for error in errors:
-        if error is not None:
-            raise error
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:  # KeyboardInterrupt in the caller: stop the others' Spark jobs, then let them end
+        spark.sparkContext.cancelAllJobs()
+        for thread in threads:
+            thread.join()
+        raise
+    if errors:
+        raise errors[0]
     return results
 
 

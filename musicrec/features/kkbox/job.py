@@ -53,14 +53,14 @@ Persist = Callable[[DataFrame], DataFrame]
 
 class Inputs(NamedTuple):
     paths: dict[str, Path]  # the five files
-    scan: Future  # (fingerprints, lines) of the five files (``scan_inputs``), read while Spark works
+    scans: dict[str, Future]  # per file: (fingerprint, lines) from ``scan_input``, read while Spark works
 
     def fingerprints(self) -> dict[str, dict]:
-        return self.scan.result()[0]
+        return {name: self.scans[name].result()[0] for name in self.paths}
 
     def lines(self, name: str) -> int:
-        """Physical lines of a file read line by line (not the multi-line ones)."""
-        return self.scan.result()[1][name]
+        """Physical lines of a file read line by line (not a multi-line one); waits for that file's scan only."""
+        return self.scans[name].result()[1]
 
 
 class Events(NamedTuple):
@@ -99,8 +99,12 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         cfg, paths = check_job(input_dir, output_dir, config)
     list_vocab = list_vocabs(cfg.multi_valued.shared_person_vocab)
     with AtomicOutput(output_dir) as out, _cached_frames() as persist, ThreadPoolExecutor(1) as background:
-        # The files' hashes and line counts (one Python read of each, ~1.6 GB at full size) while Spark reads them.
-        files = Inputs(paths, background.submit(scan_inputs, paths, cfg.input.multiline_files))
+        # The files' hashes and line counts (one Python read of each, ~1.6 GB at full size) while Spark reads them,
+        # the smallest first (the side tables' rejected rows need their line counts soonest).
+        files = Inputs(paths, {
+            name: background.submit(scan_input, paths[name], multi_line=name in cfg.input.multiline_files)
+            for name in sorted(paths, key=lambda name: paths[name].stat().st_size)
+        })
 
         def side_tables() -> tuple[dict[str, DataFrame], dict[str, dict[str, int]]]:
             with timer.step("read side tables"):
@@ -110,9 +114,9 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
             with timer.step("read events"):
                 return read_split_events(spark, files, cfg, out, persist)
 
-        # Independent reads of different files, side by side (progress.concurrently): one task per multi-line
-        # side file would leave a core idle otherwise.
-        (side, accounting), events = concurrently(side_tables, split_events)
+        # Independent reads of different files, side by side (progress.concurrently): alone, the side tables leave a
+        # core idle (small files; song_extra_info.csv, multi-line CSV, is read as one task).
+        (side, accounting), events = concurrently(spark, side_tables, split_events)
         accounting.update(events.accounting)
         check_row_accounting(accounting)
         check_nonempty_splits(_split_rows(accounting), required=_required_splits(cfg), what="rows", hint=(
@@ -154,9 +158,10 @@ def _cached_frames() -> Iterator[Persist]:
     """A ``persist`` function (MEMORY_AND_DISK) whose frames are all unpersisted when the block ends."""
     cached: list[DataFrame] = []
 
-    def persist(df: DataFrame) -> DataFrame:
-        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
-        return cached[-1]
+    def persist(df: DataFrame) -> DataFrame:  # called from two threads at once (run_job's side-by-side reads)
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(df)
+        return df
 
     try:
         yield persist
@@ -174,16 +179,12 @@ def checked_inputs(input_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def scan_inputs(paths: dict[str, Path], multiline_files: list[str]) -> tuple[dict[str, dict], dict[str, int]]:
-    """``({file: fingerprint}, {file: physical lines})``; the line counts come with the hash, from the same read,
-    for the files read line by line (a multi-line file's rows are not its lines)."""
-    fingerprints, lines = {}, {}
-    for name, path in paths.items():
-        if name in multiline_files:
-            fingerprints[name] = file_fingerprint(path)
-        else:
-            fingerprints[name], lines[name] = fingerprint_and_lines(path)
-    return fingerprints, lines
+def scan_input(path: Path, *, multi_line: bool) -> tuple[dict, int | None]:
+    """``(fingerprint, physical lines)`` of one input file; the line count comes with the hash, from the same read,
+    for a file read line by line (None for a multi-line file, whose rows are not its lines)."""
+    if multi_line:
+        return file_fingerprint(path), None
+    return fingerprint_and_lines(path)
 
 
 def _split_rows(accounting: dict[str, dict[str, int]]) -> dict[str, int]:

@@ -123,7 +123,7 @@ def run_job(spark: SparkSession, input_dir: Path, output_dir: Path, config: dict
         # Both read only the cached plays, so they run side by side (progress.concurrently); the counters are set
         # in one order whatever finishes first (stats.json lists them in insertion order).
         (plays_df, song_tags_df, vocabs, vocab_sizes, song_lookup_df, table_counts), (report, users_before) = (
-            concurrently(write_play_tables, stage_stats)
+            concurrently(spark, write_play_tables, stage_stats)
         )
         counts["users_before_user_filter"] = users_before
         counts.update(table_counts)
