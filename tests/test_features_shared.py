@@ -305,7 +305,7 @@ def test_concurrently_runs_steps_side_by_side_each_labelling_its_own_jobs(spark)
 
 
 @pytest.mark.spark
-def test_concurrently_cancels_the_others_spark_jobs_and_raises_the_first_error(spark):
+def test_concurrently_cancels_the_later_calls_spark_jobs_when_one_fails(spark):
     def fails_soon():
         time.sleep(1)
         raise ValueError("the cause")
@@ -315,13 +315,13 @@ def test_concurrently_cancels_the_others_spark_jobs_and_raises_the_first_error(s
 
     began = time.time()
     with pytest.raises(ValueError, match="the cause"):  # not the cancelled job's error
-        concurrently(spark, runs_for_minutes, fails_soon)
+        concurrently(spark, fails_soon, runs_for_minutes)
     assert time.time() - began < 60
     assert spark.range(3).count() == 3  # the session still works
 
 
 @pytest.mark.spark
-def test_concurrently_waits_for_every_call_and_raises_the_error_raised_first(spark):
+def test_concurrently_raises_the_error_one_after_the_other_would(spark):
     finished = []
 
     def fails(message: str, after: float):
@@ -330,11 +330,12 @@ def test_concurrently_waits_for_every_call_and_raises_the_error_raised_first(spa
             raise ValueError(message)
         return call
 
-    def slow():  # plain Python: nothing to cancel, it runs to its end
+    def slow():  # before the call that fails first: it runs to its end
         time.sleep(0.6)
         finished.append("slow")
-        return 1
+        return spark.range(4).count()
 
+    # "third" is raised first in time, "first" comes first in argument order (as one after the other would raise)
     with pytest.raises(ValueError, match="first"):
-        concurrently(spark, fails("second", 0.3), slow, fails("first", 0))
+        concurrently(spark, fails("first", 0.3), slow, fails("third", 0))
     assert finished == ["slow"]

@@ -9,8 +9,8 @@ step ends, prints ``[features] <dataset>: <name>: <seconds>s`` and adds the seco
 
 from __future__ import annotations
 
-import threading
 import time
+import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -52,37 +52,42 @@ def concurrently(spark: SparkSession, *calls: Callable[[], Any]) -> list[Any]:
     by side, so a task slot that one step leaves idle (one task per unsplittable file, a small last wave, the driver
     planning the next query) runs the other's tasks; the work and the results are the same as one after the other.
     The threads are ``pyspark.util.InheritableThread`` (each has its own JVM thread, so a ``StepTimer.step`` inside
-    a call labels only that call's jobs). The first call to fail, or an interrupt of the caller (Ctrl-C), cancels
-    the Spark jobs still running (``cancelAllJobs``: only these calls run any now); once every call has ended, the
-    first exception raised (the cause, not the cancellations that follow it) is raised again.
+    a call labels only that call's jobs). Errors are those of one after the other: when a call fails, the Spark jobs
+    of the calls after it are cancelled (by job tag), the calls before it run to their end, and the error of the
+    first call in argument order that failed is raised. An interrupt of the caller (Ctrl-C) cancels them all.
     """
     results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []  # in the order they were raised
-    lock = threading.Lock()
+    errors: dict[int, BaseException] = {}
+    tags = [f"musicrec-concurrently-{uuid.uuid4().hex}-{i}" for i in range(len(calls))]
 
     def run(i: int) -> None:
+        spark.sparkContext.addJobTag(tags[i])  # this thread's jobs only
         try:
             results[i] = calls[i]()
         except BaseException as exc:  # raised in the calling thread below
-            with lock:
-                errors.append(exc)
-                first = len(errors) == 1
-            if first:
-                spark.sparkContext.cancelAllJobs()
+            errors[i] = exc
+
+    def cancel(indices: range) -> None:
+        for j in indices:
+            if threads[j].is_alive():
+                spark.sparkContext.cancelJobsWithTag(tags[j])
 
     threads = [InheritableThread(run, args=(i,), daemon=True) for i in range(len(calls))]
     for thread in threads:
         thread.start()
     try:
-        for thread in threads:
-            thread.join()
-    except BaseException:  # KeyboardInterrupt in the caller: stop the others' Spark jobs, then let them end
-        spark.sparkContext.cancelAllJobs()
+        while alive := [thread for thread in threads if thread.is_alive()]:
+            failed = errors.copy()  # the threads add to it
+            if failed:  # again on every pass: a cancelled call may have started its next job meanwhile
+                cancel(range(min(failed) + 1, len(calls)))
+            alive[0].join(timeout=0.2)
+    except BaseException:  # KeyboardInterrupt in the caller: stop every call's Spark jobs, then let them end
+        cancel(range(len(calls)))
         for thread in threads:
             thread.join()
         raise
     if errors:
-        raise errors[0]
+        raise errors[min(errors)]
     return results
 
 
